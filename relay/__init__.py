@@ -1,0 +1,1 @@
+"""The MoQ relay: routing, cache, priority fan-out (issue: `moq relay`)."""
