@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import re
 from enum import IntEnum
-from typing import Union
 
 import msgspec
 from aioquic.buffer import Buffer, BufferReadError
@@ -32,7 +31,7 @@ _KVFE = SessionErrorCode.KEY_VALUE_FORMATTING_ERROR
 TrackNamespace = tuple[bytes, ...]
 """A track namespace: 0 to 32 non-empty byte fields (§2.4.1)."""
 
-KeyValue = tuple[int, Union[int, bytes]]
+KeyValue = tuple[int, int | bytes]
 """One Key-Value-Pair: an even type carries an int, an odd type carries bytes (§8.3)."""
 
 Properties = tuple[KeyValue, ...]

@@ -1,0 +1,38 @@
+# The two commands of the README: `make run` (the main job) and `make test` (install everything, run all checks).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Parallel test workers: the machines have 2 cores.
+JOBS   ?= auto
+
+.PHONY: run test setup browser lint typecheck unit clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+# Headless Chromium for the browser tests, from Debian's packages (skipped when already there).
+browser:
+	@bash scripts/ensure-chromium.sh
+
+run: setup
+	$(BIN)/moq drafts
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	MOQ_REQUIRE_BROWSER=1 $(BIN)/pytest -n $(JOBS) -q
+
+test: setup browser lint typecheck unit
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
