@@ -1,0 +1,749 @@
+"""The connection a MOQT session rides on, the same for raw QUIC and WebTransport.
+
+A session needs little from its transport, and `TransportConnection` offers exactly that:
+
+- `await open_uni_stream(priority)` / `await open_bidi_stream(priority)` -> stream id. They wait for the peer's
+  stream credit (its MAX_STREAMS) and, for unidirectional streams, for a free slot under
+  `max_inflight_uni_streams`; waiting openers are served lowest `priority` first, FIFO among equals.
+  `try_open_uni_stream()` / `try_open_bidi_stream()` return None instead of waiting.
+- `send(stream_id, data, end_stream=False)`, `reset_stream(stream_id, code)`, `stop_sending(stream_id, code)`,
+  `send_datagram(data)`, `close(code, reason)`; all synchronous, none blocks.
+- events (`moq.transport.events`) in network order, either pulled (`await next_event()`, or `async for event in
+  connection`) or pushed to a synchronous handler (`set_event_handler(handler)`), which suits a sans-IO session:
+  feed the event in, execute the commands it returns.
+
+Codes are MOQT application codes everywhere; the WebTransport subclass maps them to and from the HTTP/3 error
+space. Raw QUIC and WebTransport differ only in a few hooks (how a stream is created, how codes and datagrams
+are framed, how the session is closed) — DESIGN.md, "the small sink".
+
+Why we gate stream opening ourselves: aioquic never refuses a stream past the peer's MAX_STREAMS; it queues it
+as blocked, and its scheduler walks every queued stream for every packet (PLATFORM.md: 20k queued small streams
+ran at 175 streams/s; gated, ~29k/s). For the same reason the number of our unidirectional streams still
+sending is capped (`MAX_INFLIGHT_UNI_STREAMS`).
+
+All writes go through `_submit()`: the one place where a priority send scheduler (DESIGN.md decision 5) will sit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import hashlib
+import heapq
+import itertools
+import logging
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from aioquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
+from aioquic.quic import events as quic_events
+from aioquic.quic.connection import QuicConnection, stream_is_client_initiated, stream_is_unidirectional
+from aioquic.quic.packet import QuicErrorCode, QuicFrameType
+from cryptography.hazmat.primitives import serialization
+
+from moq.transport import _aioquic
+from moq.transport.errors import CertificateMismatch, SessionClosedError, StreamStateError
+from moq.transport.events import (
+    DatagramReceived,
+    SessionClosed,
+    StopSendingReceived,
+    StreamDataReceived,
+    StreamOpened,
+    StreamReset,
+    TransportEvent,
+)
+from moq.transport.tls import fingerprint_colon
+from moq.wire.version import Version
+
+__all__ = [
+    "DATAGRAM_PACKET_OVERHEAD",
+    "KEEPALIVE_INTERVAL",
+    "MAX_DATAGRAM_FRAME_SIZE",
+    "MAX_INFLIGHT_UNI_STREAMS",
+    "MAX_PENDING_DATAGRAMS",
+    "MAX_QUEUED_EVENTS",
+    "MAX_REASON_BYTES",
+    "MoqtQuicProtocol",
+    "Priority",
+    "TransportConnection",
+    "TransportKind",
+    "truncate_reason",
+]
+
+logger = logging.getLogger(__name__)
+
+TransportKind = Literal["quic", "webtransport"]
+
+#: Orders waiting stream openers: lowest first (a tuple, so a session can compose several priority levels).
+Priority = tuple[int, ...]
+
+#: Our unidirectional streams not yet finished (opened, and neither FIN-acknowledged nor reset) per connection.
+#: aioquic walks every open stream for every packet it builds, so each costs CPU even when idle (measured on
+#: loopback: one 4 MB stream ran at 143 Mbit/s alone, 88 Mbit/s beside 100 idle open streams), and it serves
+#: streams with pending data round-robin (300 objects of 30 KB, one per stream: 135 Mbit/s with 4 in flight,
+#: 94 with 32, 43 with 128; PLATFORM.md saw the same). A MOQT publisher keeps one stream open per active
+#: subgroup, so the cap must also exceed the subgroups open at once: 32 is the compromise until the send
+#: scheduler (DESIGN.md decision 5) holds low-priority data back itself. Per connection: `max_inflight_uni_streams`.
+MAX_INFLIGHT_UNI_STREAMS = 32
+
+#: Events waiting for the session to pull them. The transport cannot apply back-pressure to aioquic (it grants
+#: flow-control credit as data arrives, not as it is consumed), so a session that stops reading is a bug or a
+#: stall; past this bound the session is closed with INTERNAL_ERROR rather than growing without limit.
+MAX_QUEUED_EVENTS = 100_000
+
+#: Datagrams queued in aioquic while the congestion window is closed; older ones are dropped first.
+MAX_PENDING_DATAGRAMS = 256
+
+#: The max_datagram_frame_size transport parameter we advertise (RFC 9221); MOQT requires datagrams (§6.2).
+MAX_DATAGRAM_FRAME_SIZE = 65536
+
+#: Bytes of a QUIC packet not available to a DATAGRAM payload: short header (1 + up to 20 CID + up to 4 packet
+#: number), 16 AEAD tag, frame type and length (3), rounded up. aioquic never splits a datagram, and one that
+#: does not fit a packet stays at the head of its queue forever, wedging every later datagram: hence the check.
+DATAGRAM_PACKET_OVERHEAD = 48
+
+#: Ping an otherwise idle connection this often, so that a quiet session (a subscription waiting for the next
+#: group) is not killed by the idle timeout (aioquic: 60 s by default, and it has no keep-alive of its own).
+KEEPALIVE_INTERVAL = 15.0
+
+#: How many ended streams we remember how their sending side ended: to refuse a write after our own FIN
+#: (misuse) while dropping writes that merely raced with the peer's STOP_SENDING or our reset.
+MAX_REMEMBERED_ENDED_STREAMS = 4096
+
+
+#: MOQT caps reason phrases at 1024 bytes (draft §8.5 "Reason Phrase"); a longer QUIC reason would not fit a packet.
+MAX_REASON_BYTES = 1024
+
+
+def truncate_reason(reason: str, limit: int = MAX_REASON_BYTES) -> str:
+    """`reason` cut to at most `limit` UTF-8 bytes, on a character boundary."""
+    data = reason.encode("utf-8")
+    if len(data) <= limit:
+        return reason
+    return data[:limit].decode("utf-8", errors="ignore")
+
+
+class _ConnectionLogger(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes each line with the connection id, so interleaved connections can be told apart."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        return f"[{self.extra['conn'] if self.extra else '?'}] {msg}", kwargs
+
+
+class SendSide(enum.Enum):
+    OPEN = "open"
+    FINISHED = "finished"  # we wrote the FIN
+    RESET = "reset"  # we reset it
+    STOPPED = "stopped"  # the peer sent STOP_SENDING (aioquic reset it for us)
+
+
+@dataclass(slots=True)
+class _Stream:
+    """Our view of one live stream. Dropped once both directions are over."""
+
+    send: SendSide | None  # None: receive-only (a peer's unidirectional stream)
+    receiving: bool  # False once the peer's FIN or reset arrived, or we sent STOP_SENDING
+
+    @property
+    def done(self) -> bool:
+        return not self.receiving and self.send is not SendSide.OPEN
+
+
+class PeerStreamIds:
+    """Which peer-initiated stream ids we have already seen, in O(gaps) memory.
+
+    Streams may show up out of order; ids below the watermark that never appeared are kept as gaps. Gaps are
+    bounded by the stream credit we give the peer (aioquic enforces it).
+    """
+
+    def __init__(self) -> None:
+        self._next_index = {False: 0, True: 0}  # keyed by "unidirectional"
+        self._gaps: set[int] = set()
+
+    def is_new(self, stream_id: int) -> bool:
+        return stream_id // 4 >= self._next_index[stream_is_unidirectional(stream_id)] or stream_id in self._gaps
+
+    def mark(self, stream_id: int) -> None:
+        uni = stream_is_unidirectional(stream_id)
+        index = stream_id // 4
+        if index >= self._next_index[uni]:
+            low_bits = stream_id % 4
+            self._gaps.update(i * 4 + low_bits for i in range(self._next_index[uni], index))
+            self._next_index[uni] = index + 1
+        else:
+            self._gaps.discard(stream_id)
+
+
+class MoqtQuicProtocol(QuicConnectionProtocol):
+    """aioquic's asyncio protocol, handing every QUIC event to one `TransportConnection`.
+
+    It replaces aioquic's default event handling, which would create an asyncio StreamReader for every stream
+    and buffer its data forever when nobody reads it.
+    """
+
+    def __init__(self, quic: QuicConnection, stream_handler: QuicStreamHandler | None = None) -> None:
+        super().__init__(quic, stream_handler)
+        self.connection: TransportConnection | None = None
+
+    @property
+    def quic(self) -> QuicConnection:
+        """The sans-IO QUIC connection."""
+        return self._quic
+
+    def quic_event_received(self, event: quic_events.QuicEvent) -> None:
+        if self.connection is not None:
+            self.connection._handle_quic_event(event)
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        super().datagram_received(data, addr)
+        # ACKs, MAX_STREAMS and CONNECTION_CLOSE have just been processed: refresh what depends on them.
+        if self.connection is not None:
+            self.connection._after_receive()
+
+
+class TransportConnection:
+    """One MOQT session's transport: a raw QUIC connection or a WebTransport session (see module docstring).
+
+    Attributes a session reads: `version`, `transport_kind`, `is_client`, `authority` and `path` (raw QUIC
+    client: from the URL, to put in SETUP; WebTransport server: from the CONNECT request), `connection_id`.
+    """
+
+    transport_kind: ClassVar[TransportKind]
+
+    def __init__(
+        self,
+        protocol: MoqtQuicProtocol,
+        *,
+        is_client: bool,
+        max_inflight_uni_streams: int = MAX_INFLIGHT_UNI_STREAMS,
+        authority: str | None = None,
+        path: str | None = None,
+        pinned_fingerprint: bytes | None = None,
+    ) -> None:
+        if max_inflight_uni_streams < 1:
+            raise ValueError("max_inflight_uni_streams must be at least 1")
+        self._protocol = protocol
+        self._quic = protocol.quic
+        self._loop = asyncio.get_running_loop()
+        protocol.connection = self
+        self.is_client = is_client
+        self.authority = authority
+        self.path = path
+        self.max_inflight_uni_streams = max_inflight_uni_streams
+        self.connection_id = f"{self.transport_kind}:{self._quic.host_cid.hex()[:8]}"
+        # Each transport logs under its own module name, every line prefixed with the connection id.
+        self.log = _ConnectionLogger(logging.getLogger(type(self).__module__), {"conn": self.connection_id})
+        self._version: Version | None = None
+        self._pinned_fingerprint = pinned_fingerprint
+
+        # events
+        self._events: deque[TransportEvent] = deque()
+        self._event_waiter: asyncio.Future[None] | None = None
+        self._handler: Callable[[TransportEvent], None] | None = None
+        self._final_event_taken = False
+
+        # streams
+        self._streams: dict[int, _Stream] = {}
+        self._peer_ids = PeerStreamIds()
+        self._ended: OrderedDict[int, SendSide] = OrderedDict()
+        self._inflight_uni: set[int] = set()
+        # Waiting openers per direction, a heap ordered by (priority, arrival).
+        self._openers: dict[bool, list[tuple[Priority, int, asyncio.Future[int]]]] = {True: [], False: []}
+        self._opener_seq = itertools.count()
+
+        # lifecycle
+        self._ready: asyncio.Future[None] = self._loop.create_future()
+        self._closed_event: SessionClosed | None = None
+        self._closed = asyncio.Event()
+        self._transmit_scheduled = False
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._on_terminated: list[Callable[[], None]] = []
+
+    # ------------------------------------------------------------------ public: identity
+
+    @property
+    def version(self) -> Version:
+        """The negotiated MOQT draft (raises RuntimeError before negotiation finished)."""
+        if self._version is None:
+            raise RuntimeError("no MOQT version negotiated yet")
+        return self._version
+
+    @property
+    def is_closed(self) -> bool:
+        """True once the session is over (closed by either side, or lost)."""
+        return self._closed_event is not None
+
+    @property
+    def close_info(self) -> SessionClosed | None:
+        """How the session ended, once it has."""
+        return self._closed_event
+
+    @property
+    def max_datagram_payload(self) -> int:
+        """The largest `send_datagram()` payload that fits in one QUIC packet (0: the peer takes no datagrams)."""
+        peer_limit = _aioquic.peer_max_datagram_frame_size(self._quic)
+        if not peer_limit:
+            return 0
+        packet_room = self._quic.configuration.max_datagram_size - DATAGRAM_PACKET_OVERHEAD
+        return max(0, min(packet_room, peer_limit - 3) - self._datagram_prefix_size())
+
+    @property
+    def inflight_uni_streams(self) -> int:
+        """Our unidirectional streams still sending (counted against `max_inflight_uni_streams`)."""
+        return len(self._inflight_uni)
+
+    # ------------------------------------------------------------------ public: streams
+
+    async def open_uni_stream(self, priority: Priority = ()) -> int:
+        """Open a unidirectional stream; waits for the peer's stream credit and an in-flight slot.
+
+        When several openers wait, the lowest `priority` goes first (FIFO among equals). A session passes the
+        order its scheduler uses (e.g. subscriber priority, publisher priority, group): this is where the
+        priority send scheduler will plug in.
+        """
+        return await self._open(True, priority)
+
+    async def open_bidi_stream(self, priority: Priority = ()) -> int:
+        """Open a bidirectional stream; waits for the peer's stream credit (ordered like `open_uni_stream`)."""
+        return await self._open(False, priority)
+
+    def try_open_uni_stream(self) -> int | None:
+        """Open a unidirectional stream now, or return None if that would have to wait."""
+        return self._try_open(unidirectional=True)
+
+    def try_open_bidi_stream(self) -> int | None:
+        """Open a bidirectional stream now, or return None if that would have to wait."""
+        return self._try_open(unidirectional=False)
+
+    def send(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
+        """Queue `data` on a stream (and its FIN if `end_stream`). Never blocks.
+
+        Writes to a stream the peer stopped (STOP_SENDING), or after the session ended, are dropped silently:
+        the session learns about those from events and may race with them. Writing to a stream that is not ours
+        to write, or after our own FIN, raises StreamStateError.
+        """
+        if self._closed_event is not None:
+            return
+        self._check_writable_id(stream_id)
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            if self._ended.get(stream_id) is SendSide.FINISHED:
+                raise StreamStateError(f"stream {stream_id} was already finished (FIN sent)")
+            if self._forgotten(stream_id):
+                self.log.debug("dropping %d bytes for ended stream %d", len(data), stream_id)
+                return
+            raise StreamStateError(f"stream {stream_id} is not open")
+        if stream.send is SendSide.FINISHED:
+            raise StreamStateError(f"stream {stream_id} was already finished (FIN sent)")
+        if stream.send is None:
+            raise StreamStateError(f"stream {stream_id} is receive-only")
+        if stream.send is not SendSide.OPEN:
+            self.log.debug("dropping %d bytes for stream %d (%s)", len(data), stream_id, stream.send.value)
+            return
+        self._submit(stream_id, data, end_stream)
+        if end_stream:
+            self._end_send_side(stream_id, stream, SendSide.FINISHED)
+
+    def reset_stream(self, stream_id: int, code: int) -> None:
+        """Abruptly end our sending side of a stream with an MOQT code (RESET_STREAM)."""
+        wire = self._encode_code(code)
+        if self._closed_event is not None:
+            return
+        self._check_writable_id(stream_id)
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            if self._forgotten(stream_id):
+                # Possibly after our FIN: aioquic resets only what is not fully acknowledged yet.
+                self._quic.reset_stream(stream_id, wire)
+                self._inflight_uni.discard(stream_id)
+                self._schedule_transmit()
+                self._wake_openers()
+                return
+            raise StreamStateError(f"stream {stream_id} is not open")
+        if stream.send in (SendSide.RESET, SendSide.STOPPED):
+            return
+        self._quic.reset_stream(stream_id, wire)
+        self._inflight_uni.discard(stream_id)
+        self._end_send_side(stream_id, stream, SendSide.RESET)
+        self._schedule_transmit()
+        self._wake_openers()
+
+    def stop_sending(self, stream_id: int, code: int) -> None:
+        """Ask the peer to stop sending on a stream (STOP_SENDING); later data on it is discarded."""
+        wire = self._encode_code(code)
+        if self._closed_event is not None:
+            return
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            if self._forgotten(stream_id):
+                return
+            raise StreamStateError(f"stream {stream_id} is not open")
+        if stream_is_unidirectional(stream_id) and self._is_local(stream_id):
+            raise StreamStateError(f"stream {stream_id} is our unidirectional stream: nothing to stop")
+        if not stream.receiving:
+            return
+        # ValueError: aioquic already discarded the stream, everything was received.
+        with contextlib.suppress(ValueError):
+            self._quic.stop_stream(stream_id, wire)
+        stream.receiving = False
+        self._forget_if_done(stream_id, stream)
+        self._schedule_transmit()
+
+    def send_datagram(self, data: bytes) -> None:
+        """Send one unreliable datagram. Raises ValueError if it exceeds `max_datagram_payload`."""
+        limit = self.max_datagram_payload
+        if len(data) > limit:
+            raise ValueError(f"datagram of {len(data)} bytes exceeds the {limit}-byte limit of this connection")
+        if self._closed_event is not None:
+            return
+        self._send_datagram_now(data)
+        dropped = _aioquic.drop_oldest_datagrams(self._quic, MAX_PENDING_DATAGRAMS)
+        if dropped:
+            self.log.debug("congested: dropped %d stale outgoing datagrams", dropped)
+        self._schedule_transmit()
+
+    def close(self, code: int = 0, reason: str = "") -> None:
+        """Close the session with an MOQT session termination code and reason (draft §6.6). Idempotent."""
+        raise NotImplementedError
+
+    async def wait_closed(self) -> SessionClosed:
+        """Wait until the underlying QUIC connection is fully terminated; return how the session ended."""
+        await self._closed.wait()
+        assert self._closed_event is not None
+        return self._closed_event
+
+    # ------------------------------------------------------------------ public: events
+
+    def set_event_handler(self, handler: Callable[[TransportEvent], None] | None) -> None:
+        """Deliver events by calling `handler` synchronously, in order, instead of queueing them.
+
+        Events queued before the call are delivered to it at once. The handler must not block; if it raises,
+        the session is closed with INTERNAL_ERROR (0x1). Pass None to go back to queueing.
+        """
+        self._handler = handler
+        if handler is not None:
+            while self._events and self._handler is handler:
+                self._deliver(handler, self._events.popleft())
+
+    async def next_event(self) -> TransportEvent:
+        """The next event; `SessionClosed` is the last one, after which this raises SessionClosedError."""
+        while not self._events:
+            if self._final_event_taken:
+                raise SessionClosedError("the session is closed and its events were all delivered")
+            self._event_waiter = self._loop.create_future()
+            try:
+                await self._event_waiter
+            finally:
+                self._event_waiter = None
+        event = self._events.popleft()
+        if isinstance(event, SessionClosed):
+            self._final_event_taken = True
+        return event
+
+    def __aiter__(self) -> AsyncIterator[TransportEvent]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[TransportEvent]:
+        while not self._final_event_taken:
+            yield await self.next_event()
+
+    # ------------------------------------------------------------------ hooks for the two transports
+
+    def _encode_code(self, code: int) -> int:
+        """An MOQT stream code as it goes on the wire."""
+        if not 0 <= code < 1 << 62:
+            raise ValueError(f"error codes are QUIC varints (< 2**62), got {code}")
+        return code
+
+    def _decode_code(self, wire: int) -> int | None:
+        """The MOQT code a wire code carries (None if it carries none)."""
+        return wire
+
+    def _create_stream(self, unidirectional: bool) -> int:
+        """Create the stream in aioquic (and write any stream header); return its id."""
+        stream_id = self._quic.get_next_available_stream_id(is_unidirectional=unidirectional)
+        # An empty write makes aioquic allocate the stream id now without sending a frame yet.
+        self._quic.send_stream_data(stream_id, b"")
+        return stream_id
+
+    def _datagram_prefix_size(self) -> int:
+        return 0
+
+    def _send_datagram_now(self, data: bytes) -> None:
+        self._quic.send_datagram_frame(data)
+
+    def _handle_quic_event(self, event: quic_events.QuicEvent) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ the one send path
+
+    def _submit(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        """Every stream write goes through here: the place for a send scheduler to hold and order data."""
+        self._quic.send_stream_data(stream_id, data, end_stream)
+        self._schedule_transmit()
+
+    def _schedule_transmit(self) -> None:
+        # Coalesce: a burst of sends in one loop iteration becomes one pass over aioquic's packet builder.
+        if not self._transmit_scheduled:
+            self._transmit_scheduled = True
+            self._loop.call_soon(self._transmit)
+
+    def _transmit(self) -> None:
+        self._transmit_scheduled = False
+        self._protocol.transmit()
+
+    # ------------------------------------------------------------------ stream opening and credit
+
+    def _is_local(self, stream_id: int) -> bool:
+        return stream_is_client_initiated(stream_id) == self.is_client
+
+    def _check_writable_id(self, stream_id: int) -> None:
+        if stream_is_unidirectional(stream_id) and not self._is_local(stream_id):
+            raise StreamStateError(f"stream {stream_id} is the peer's unidirectional stream")
+
+    def _end_send_side(self, stream_id: int, stream: _Stream, how: SendSide) -> None:
+        stream.send = how
+        self._ended[stream_id] = how
+        while len(self._ended) > MAX_REMEMBERED_ENDED_STREAMS:
+            self._ended.popitem(last=False)
+        self._forget_if_done(stream_id, stream)
+
+    def _forgotten(self, stream_id: int) -> bool:
+        """A stream that existed and is over (so a late command on it is not misuse)."""
+        if stream_id in self._ended:
+            return True
+        if self._is_local(stream_id):
+            return stream_id < self._quic.get_next_available_stream_id(stream_is_unidirectional(stream_id))
+        return not self._peer_ids.is_new(stream_id)
+
+    def _forget_if_done(self, stream_id: int, stream: _Stream) -> None:
+        if stream.done:
+            self._streams.pop(stream_id, None)
+
+    def _can_open(self, unidirectional: bool) -> bool:
+        next_id = self._quic.get_next_available_stream_id(is_unidirectional=unidirectional)
+        if next_id // 4 >= _aioquic.peer_stream_limit(self._quic, unidirectional):
+            return False
+        return not (unidirectional and len(self._inflight_uni) >= self.max_inflight_uni_streams)
+
+    def _open_now(self, unidirectional: bool) -> int:
+        stream_id = self._create_stream(unidirectional)
+        self._streams[stream_id] = _Stream(send=SendSide.OPEN, receiving=not unidirectional)
+        if unidirectional:
+            self._inflight_uni.add(stream_id)
+        self._schedule_transmit()
+        return stream_id
+
+    def _try_open(self, unidirectional: bool) -> int | None:
+        if self._closed_event is not None:
+            raise SessionClosedError("the session is closed")
+        if not self._ready.done():
+            return None
+        # Waiting openers go first: a newcomer never overtakes them.
+        if self._openers[unidirectional] or not self._can_open(unidirectional):
+            return None
+        return self._open_now(unidirectional)
+
+    async def _open(self, unidirectional: bool, priority: Priority) -> int:
+        stream_id = self._try_open(unidirectional)
+        if stream_id is not None:
+            return stream_id
+        waiter: asyncio.Future[int] = self._loop.create_future()
+        heapq.heappush(self._openers[unidirectional], (priority, next(self._opener_seq), waiter))
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                # A stream was opened for us just as we were cancelled: give it back.
+                self.reset_stream(waiter.result(), 0)
+            raise
+
+    def _wake_openers(self) -> None:
+        if not self._ready.done() or self._closed_event is not None:
+            return
+        for unidirectional, queue in self._openers.items():
+            while queue and self._can_open(unidirectional):
+                _, _, waiter = heapq.heappop(queue)
+                if not waiter.done():
+                    waiter.set_result(self._open_now(unidirectional))
+
+    def _after_receive(self) -> None:
+        """Run after each batch of received packets: release finished streams, wake openers, notice a close."""
+        if self._closed_event is None:
+            close = _aioquic.pending_close(self._quic)
+            if close is not None:
+                self._on_quic_close(close, by_peer=_aioquic.closed_by_peer(self._quic))
+        for stream_id in [s for s in self._inflight_uni if _aioquic.send_side_finished(self._quic, s)]:
+            self._inflight_uni.discard(stream_id)
+        self._wake_openers()
+
+    # ------------------------------------------------------------------ incoming, shared by both transports
+
+    def _peer_stream(self, stream_id: int) -> _Stream | None:
+        """Our record of a stream an event is about, creating it (and announcing it) for a new peer stream."""
+        stream = self._streams.get(stream_id)
+        if stream is not None or self._is_local(stream_id) or not self._peer_ids.is_new(stream_id):
+            return stream
+        self._peer_ids.mark(stream_id)
+        unidirectional = stream_is_unidirectional(stream_id)
+        stream = _Stream(send=None if unidirectional else SendSide.OPEN, receiving=True)
+        self._streams[stream_id] = stream
+        self._emit(StreamOpened(stream_id=stream_id, bidirectional=not unidirectional))
+        return stream
+
+    def _on_stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        stream = self._peer_stream(stream_id)
+        if stream is None or not stream.receiving:
+            return  # we sent STOP_SENDING, or the stream is long gone
+        if end_stream:
+            stream.receiving = False
+            self._forget_if_done(stream_id, stream)
+        self._emit(StreamDataReceived(stream_id=stream_id, data=data, end_stream=end_stream))
+
+    def _on_stream_reset(self, stream_id: int, wire_code: int) -> None:
+        stream = self._peer_stream(stream_id)
+        if stream is None or not stream.receiving:
+            return
+        stream.receiving = False
+        self._forget_if_done(stream_id, stream)
+        self._emit(StreamReset(stream_id=stream_id, code=self._decode_code(wire_code), wire_code=wire_code))
+
+    def _on_stop_sending(self, stream_id: int, wire_code: int) -> None:
+        stream = self._peer_stream(stream_id)
+        if stream is None or stream.send not in (SendSide.OPEN, SendSide.FINISHED):
+            return
+        # aioquic has already reset our sending side, echoing the peer's code (RFC 9000 §3.5).
+        self._inflight_uni.discard(stream_id)
+        self._end_send_side(stream_id, stream, SendSide.STOPPED)
+        self._emit(StopSendingReceived(stream_id=stream_id, code=self._decode_code(wire_code), wire_code=wire_code))
+        self._wake_openers()
+
+    def _on_datagram(self, data: bytes) -> None:
+        self._emit(DatagramReceived(data=data))
+
+    def _on_quic_close(self, close: quic_events.ConnectionTerminated, by_peer: bool) -> None:
+        """The QUIC connection is closing (or closed); subclasses say what that means for the session."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _certificate_rejected(self) -> bool:
+        """Client side, at HandshakeCompleted: if a fingerprint is pinned and the server's certificate does not
+        match it, close the connection, fail the connect, and return True.
+
+        aioquic's own verification is off when pinning (self-signed certificates have no CA), but it still
+        checks the CertificateVerify signature, so a match proves the server holds the pinned key.
+        """
+        if self._pinned_fingerprint is None:
+            return False
+        certificate = _aioquic.peer_certificate(self._quic)
+        actual = hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).digest() if certificate else None
+        if actual == self._pinned_fingerprint:
+            return False
+        detail = (
+            f"server certificate sha-256 {fingerprint_colon(actual)} is not the pinned "
+            f"{fingerprint_colon(self._pinned_fingerprint)}"
+            if actual is not None
+            else "server presented no certificate"
+        )
+        self.log.warning("%s", detail)
+        self._fail_ready(CertificateMismatch(detail))
+        self._quic.close(
+            error_code=QuicErrorCode.CRYPTO_ERROR + 42,  # TLS alert bad_certificate (RFC 8446 §6.2)
+            frame_type=QuicFrameType.CRYPTO,
+            reason_phrase="certificate fingerprint mismatch",
+        )
+        self._protocol.transmit()
+        return True
+
+    def _mark_ready(self, version: Version) -> None:
+        self._version = version
+        if not self._ready.done():
+            self._ready.set_result(None)
+        self._arm_keepalive()
+        self._wake_openers()
+
+    def _fail_ready(self, exc: BaseException) -> None:
+        if not self._ready.done():
+            self._ready.set_exception(exc)
+            # Retrieved by whoever awaits the handshake; mark it so an unawaited failure does not log noise.
+            self._ready.exception()
+
+    async def _wait_ready(self) -> None:
+        await asyncio.shield(self._ready)
+
+    def _session_closed(self, event: SessionClosed) -> None:
+        """Record the end of the session (once), emit the final event and fail everyone waiting."""
+        if self._closed_event is not None:
+            return
+        self._closed_event = event
+        # A close with an application code is business as usual; losing the connection otherwise is worth a warning.
+        level = logging.WARNING if event.code is None and event.transport_code not in (None, 0) else logging.INFO
+        self.log.log(
+            level,
+            "session closed by %s: code=%s reason=%r transport_code=%s",
+            "peer" if event.by_peer else "us",
+            f"{event.code:#x}" if event.code is not None else None,
+            event.reason,
+            f"{event.transport_code:#x}" if event.transport_code is not None else None,
+        )
+        for queue in self._openers.values():
+            for _, _, waiter in queue:
+                if not waiter.done():
+                    waiter.set_exception(SessionClosedError(f"session closed: {event.reason or event.code}"))
+            queue.clear()
+        self._inflight_uni.clear()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+        self._emit(event)
+
+    def _connection_terminated(self) -> None:
+        """The QUIC connection is gone for good (aioquic's ConnectionTerminated)."""
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        for callback in self._on_terminated:
+            try:
+                callback()
+            except Exception:  # a cleanup callback must not stop the others
+                self.log.exception("error in termination callback")
+
+    def _arm_keepalive(self) -> None:
+        if self._keepalive is None and self._closed_event is None:
+            self._keepalive = self._loop.call_later(KEEPALIVE_INTERVAL, self._send_keepalive)
+
+    def _send_keepalive(self) -> None:
+        self._keepalive = None
+        if self._closed_event is not None:
+            return
+        self._quic.send_ping(0)
+        self._schedule_transmit()
+        self._arm_keepalive()
+
+    # ------------------------------------------------------------------ event delivery
+
+    def _emit(self, event: TransportEvent) -> None:
+        handler = self._handler
+        if handler is not None and not self._events:
+            self._deliver(handler, event)
+            return
+        self._events.append(event)
+        if len(self._events) > MAX_QUEUED_EVENTS and self._closed_event is None:
+            self.log.error("%d undelivered events: the session stopped reading; closing", len(self._events))
+            self.close(0x1, "transport event queue overflow")
+        if self._event_waiter is not None and not self._event_waiter.done():
+            self._event_waiter.set_result(None)
+
+    def _deliver(self, handler: Callable[[TransportEvent], None], event: TransportEvent) -> None:
+        if isinstance(event, SessionClosed):
+            self._final_event_taken = True
+        try:
+            handler(event)
+        except Exception:
+            self.log.exception("event handler failed on %s", type(event).__name__)
+            if self._closed_event is None:
+                self.close(0x1, "internal error")
