@@ -1,0 +1,677 @@
+"""`MoqSession`: a sans-IO `Session` driven over a `TransportConnection` by asyncio, with a small API on top.
+
+The driver is the one place where the session's commands meet the network:
+
+- transport events go into the session synchronously (the transport's event handler), and the commands and
+  events the session produces are carried out / dispatched at once (`_flush`);
+- streams the session opens are named by handles (`moq.session.commands`); a handle maps to the real stream id
+  once the transport grants the stream (it may wait for the peer's stream credit), and whatever the session
+  writes to a handle before then is kept, in order, until it is open;
+- timers: the session says when it next needs `handle_timer`, the driver schedules it on the loop.
+
+On top, the API a person uses: `subscribe()` (an async iterator of objects), `fetch()`, `publish_namespace()`,
+`subscribe_namespace()`, and publishing `Track`s (model) that the session serves to SUBSCRIBE, FETCH and its
+own PUBLISH. A relay replaces the default request handling with its own (`on_request`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import msgspec
+
+from moq.errors import RequestRejected
+from moq.model import CachedObject, GroupsDropped, SubgroupEnded, Track, TrackConsumer, TrackEnded
+from moq.session.commands import (
+    CloseSession,
+    OpenStream,
+    ResetStream,
+    SendDatagram,
+    SendStreamData,
+    StopSending,
+)
+from moq.session.events import (
+    DataStreamEnded,
+    Event,
+    GoawayReceived,
+    NamespacePublished,
+    NamespaceWithdrawn,
+    ObjectReceived,
+    RequestAccepted,
+    RequestCancelled,
+    RequestFailed,
+    RequestReceived,
+    SessionTerminated,
+    SetupCompleted,
+    SubscriptionEnded,
+    UpdateAnswered,
+)
+from moq.session.session import Role, Session, SessionError
+from moq.transport.base import TransportConnection
+from moq.transport.errors import StreamStateError
+from moq.transport.events import (
+    DatagramReceived,
+    SessionClosed,
+    StopSendingReceived,
+    StreamDataReceived,
+    StreamReset,
+    TransportEvent,
+)
+from moq.wire.codes import PublishDoneCode, RequestErrorCode, SessionErrorCode, StreamResetCode
+from moq.wire.messages import Fetch, FetchOk, GoAway, Publish, PublishDone, Setup, Subscribe, SubscribeOk
+from moq.wire.params import LocationFilter, LocationFilterType, Parameters
+from moq.wire.primitives import Location, TrackNamespace
+from moq.wire.version import Version
+
+logger = logging.getLogger(__name__)
+
+#: Objects a `Subscription` holds for an application that has not read them yet; past this the oldest are dropped
+#: (and counted in `Subscription.dropped`), so an application that stops reading cannot grow memory without bound.
+MAX_SUBSCRIPTION_BUFFER = 4096
+#: Streams the session asked to open that still wait for the peer's stream credit; past this the session is
+#: closed with INTERNAL_ERROR (a peer that never grants credit must not make us hoard data).
+MAX_PENDING_OPENS = 1024
+#: How long `connect()` / `serve()` wait for the peer's SETUP.
+SETUP_TIMEOUT = 10.0
+
+IMPLEMENTATION = "moqt-toolkit/0.1"
+MAX_ID = (1 << 64) - 1
+
+RequestHandler = Callable[["MoqSession", RequestReceived], Awaitable[None]]
+
+
+def namespace(value: str | TrackNamespace) -> TrackNamespace:
+    """A namespace from 'a/b/c' (fields split on '/') or from a tuple of byte fields."""
+    if isinstance(value, str):
+        return tuple(part.encode() for part in value.split("/") if part)
+    return value
+
+
+def track_name(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+class Subscription:
+    """One subscription we made: iterate it for objects (`async for obj in sub`) until the publisher ends it."""
+
+    def __init__(self, session: MoqSession, request_id: int, ns: TrackNamespace, name: bytes) -> None:
+        self.session = session
+        self.request_id = request_id
+        self.namespace = ns
+        self.name = name
+        self.ok: SubscribeOk | None = None
+        self.done: PublishDone | None = None
+        self.dropped = 0
+        self._objects: deque[ObjectReceived] = deque()
+        self._ended = False
+        self._wake = asyncio.Event()
+
+    def _push(self, obj: ObjectReceived) -> None:
+        if len(self._objects) >= MAX_SUBSCRIPTION_BUFFER:
+            self._objects.popleft()
+            self.dropped += 1
+        self._objects.append(obj)
+        self._wake.set()
+
+    def _end(self, done: PublishDone | None) -> None:
+        self.done = done
+        self._ended = True
+        self._wake.set()
+
+    async def next(self) -> ObjectReceived | None:
+        """The next object, or None once the subscription has ended and everything was read."""
+        while not self._objects:
+            if self._ended:
+                return None
+            self._wake.clear()
+            await self._wake.wait()
+        return self._objects.popleft()
+
+    def __aiter__(self) -> AsyncIterator[ObjectReceived]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[ObjectReceived]:
+        while (obj := await self.next()) is not None:
+            yield obj
+
+    def cancel(self) -> None:
+        """Unsubscribe: cancel the request stream (§6.4.2.3)."""
+        if not self._ended:
+            with contextlib.suppress(SessionError):
+                self.session.session.cancel(self.request_id)
+            self._end(None)
+            self.session._flush()
+
+
+class NamespaceWatch:
+    """SUBSCRIBE_NAMESPACE: iterate (`added`, namespace) pairs as the peer announces and withdraws namespaces."""
+
+    def __init__(self, session: MoqSession, request_id: int) -> None:
+        self.session = session
+        self.request_id = request_id
+        self.active: set[TrackNamespace] = set()
+        self._changes: asyncio.Queue[tuple[bool, TrackNamespace] | None] = asyncio.Queue()
+
+    def __aiter__(self) -> AsyncIterator[tuple[bool, TrackNamespace]]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[tuple[bool, TrackNamespace]]:
+        while (change := await self._changes.get()) is not None:
+            yield change
+
+    def cancel(self) -> None:
+        with contextlib.suppress(SessionError):
+            self.session.session.cancel(self.request_id)
+        self._changes.put_nowait(None)
+        self.session._flush()
+
+
+class MoqSession:
+    """A MOQT session over a live transport connection (see the module docstring)."""
+
+    def __init__(self, conn: TransportConnection, *, setup: Setup | None = None) -> None:
+        role = Role.CLIENT if conn.is_client else Role.SERVER
+        if setup is None:
+            raw_client = conn.is_client and conn.transport_kind == "quic"
+            setup = Setup.create(
+                path=(conn.path or "/") if raw_client else None,
+                authority=conn.authority if raw_client else None,
+                implementation=IMPLEMENTATION,
+            )
+        self.conn = conn
+        self.version: Version = conn.version
+        self.session = Session(
+            role,
+            conn.version,
+            setup=setup,
+            webtransport=conn.transport_kind == "webtransport",
+            session_id=str(conn.connection_id),
+        )
+        self.tracks: dict[tuple[TrackNamespace, bytes], Track] = {}
+        self.on_request: RequestHandler | None = None
+        self.peer_setup: Setup | None = None
+        self.goaway: GoAway | None = None
+        self.closed = asyncio.Event()
+        self.close_reason: tuple[int, str] | None = None
+        self._ready = asyncio.Event()
+        self._stream_ids: dict[int, int] = {}  # our handle -> real stream id
+        self._handles: dict[int, int] = {}  # real stream id -> our handle
+        self._pending: dict[int, list[SendStreamData | ResetStream | StopSending]] = {}
+        self._answers: dict[int, asyncio.Future[Event]] = {}
+        self._subscriptions: dict[int, Subscription] = {}
+        self._watches: dict[int, NamespaceWatch] = {}
+        self._fetches: dict[int, list[ObjectReceived]] = {}
+        self._serving: dict[int, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+
+    # -- life cycle ---------------------------------------------------------------------------------------------
+
+    async def start(self, timeout: float = SETUP_TIMEOUT) -> MoqSession:
+        """Send SETUP and wait for the peer's."""
+        self.conn.set_event_handler(self._on_transport_event)
+        self.session.initiate()
+        self._flush()
+        try:
+            await asyncio.wait_for(self._wait_ready(), timeout)
+        except TimeoutError:
+            self.close(SessionErrorCode.CONTROL_MESSAGE_TIMEOUT, "no SETUP from the peer")
+            raise
+        return self
+
+    async def _wait_ready(self) -> None:
+        ready = asyncio.ensure_future(self._ready.wait())
+        closed = asyncio.ensure_future(self.closed.wait())
+        await asyncio.wait({ready, closed}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        closed.cancel()
+        if not self._ready.is_set():
+            code, reason = self.close_reason or (SessionErrorCode.INTERNAL_ERROR, "closed")
+            raise ConnectionError(f"session closed before SETUP completed: {reason} (code 0x{code:x})")
+
+    def close(self, code: int = SessionErrorCode.NO_ERROR, reason: str = "") -> None:
+        """Close the session (and its transport)."""
+        self.session.close(code, reason)
+        self._flush()
+
+    async def wait_closed(self) -> None:
+        await self.closed.wait()
+
+    async def __aenter__(self) -> MoqSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.conn.wait_closed(), 2.0)
+
+    # -- the API: subscribing -----------------------------------------------------------------------------------
+
+    async def subscribe(
+        self,
+        ns: str | TrackNamespace,
+        name: str | bytes,
+        parameters: Parameters | None = None,
+    ) -> Subscription:
+        """SUBSCRIBE and wait for SUBSCRIBE_OK; raises `RequestRejected` on REQUEST_ERROR."""
+        ns, name_b = namespace(ns), track_name(name)
+        rid = self.session.subscribe(ns, name_b, parameters or Parameters())
+        sub = Subscription(self, rid, ns, name_b)
+        self._subscriptions[rid] = sub
+        answer = await self._answer(rid)
+        assert isinstance(answer, RequestAccepted) and isinstance(answer.message, SubscribeOk)
+        sub.ok = answer.message
+        return sub
+
+    async def fetch(
+        self,
+        ns: str | TrackNamespace,
+        name: str | bytes,
+        start: Location,
+        end: Location | None = None,
+        parameters: Parameters | None = None,
+    ) -> list[ObjectReceived]:
+        """A standalone FETCH of [start, end] (end None: to the largest object); returns the objects received."""
+        ns, name_b = namespace(ns), track_name(name)
+        params = parameters or Parameters()
+        if self.version.family == 18:
+            # Draft-18 §"Standalone Fetch": End Location is the end plus 1; Object 0 means the whole end group.
+            wire_end = Location(MAX_ID, 0) if end is None else Location(end.group, end.object + 1)
+            rid = self.session.fetch(ns, name_b, params, start=start, end=wire_end)
+        else:
+            if end is None:
+                flt = LocationFilter(LocationFilterType.ABSOLUTE_START, start.group, start.object)
+            else:
+                flt = LocationFilter(
+                    LocationFilterType.ABSOLUTE_RANGE_OBJECT, start.group, start.object, end.group, end.object
+                )
+            rid = self.session.fetch(ns, name_b, msgspec.structs.replace(params, location_filter=flt))
+        self._fetches[rid] = []
+        done = self._future(rid, "fetch-done")
+        answer = await self._answer(rid)
+        assert isinstance(answer, RequestAccepted) and isinstance(answer.message, FetchOk)
+        await done
+        return self._fetches.pop(rid)
+
+    async def subscribe_namespace(self, prefix: str | TrackNamespace) -> NamespaceWatch:
+        """SUBSCRIBE_NAMESPACE and wait for REQUEST_OK; iterate the result for announcements."""
+        rid = self.session.subscribe_namespace(namespace(prefix))
+        watch = NamespaceWatch(self, rid)
+        self._watches[rid] = watch
+        await self._answer(rid)
+        return watch
+
+    # -- the API: publishing ------------------------------------------------------------------------------------
+
+    def add_track(self, track: Track) -> Track:
+        """Serve `track` to the peer's SUBSCRIBE and FETCH (the default request handling)."""
+        self.tracks[(track.namespace, track.name)] = track
+        return track
+
+    async def publish_namespace(self, ns: str | TrackNamespace) -> int:
+        """PUBLISH_NAMESPACE and wait for REQUEST_OK; returns the request id (`withdraw()` it later)."""
+        rid = self.session.publish_namespace(namespace(ns))
+        await self._answer(rid)
+        return rid
+
+    def withdraw(self, request_id: int) -> None:
+        """Withdraw a PUBLISH_NAMESPACE (cancel its request stream)."""
+        with contextlib.suppress(SessionError):
+            self.session.cancel(request_id)
+        self._flush()
+
+    async def publish(self, track: Track, parameters: Parameters | None = None) -> int:
+        """PUBLISH `track` (§9.8) and stream its objects; returns once PUBLISH_OK arrives."""
+        rid = self.session.publish(track.namespace, track.name, parameters or Parameters(), track.properties)
+        self._serve(rid, track, track.consumer())
+        await self._answer(rid)
+        return rid
+
+    # -- default handling of the peer's requests ----------------------------------------------------------------
+
+    async def _handle_request(self, event: RequestReceived) -> None:
+        msg = event.message
+        rid = event.request_id
+        if isinstance(msg, Subscribe):
+            track = self.tracks.get((msg.namespace, msg.name))
+            if track is None:
+                self.session.reject(rid, RequestErrorCode.DOES_NOT_EXIST, "no such track")
+                return
+            self.accept_subscription(rid, msg, track)
+        elif isinstance(msg, Fetch):
+            track = self.tracks.get((msg.namespace, msg.name))
+            if track is None:
+                self.session.reject(rid, RequestErrorCode.DOES_NOT_EXIST, "no such track")
+                return
+            self.serve_fetch(rid, msg, track)
+        elif isinstance(msg, Publish):
+            self.session.reject(rid, RequestErrorCode.NOT_SUPPORTED, "this endpoint takes no PUBLISH")
+        else:
+            self.session.accept(rid)
+
+    def accept_subscription(self, rid: int, msg: Subscribe, track: Track) -> None:
+        """SUBSCRIBE_OK for `track` and start sending it from where the filter says."""
+        params = Parameters(largest_object=track.largest) if track.largest is not None else Parameters()
+        self.session.accept_subscribe(rid, params, track.properties)
+        self._serve(rid, track, consumer_for(track, msg.parameters.location_filter))
+
+    def serve_fetch(self, rid: int, msg: Fetch, track: Track) -> None:
+        """Answer a standalone FETCH from the track's cache (§9.11)."""
+        start, end = fetch_range(msg)
+        if track.largest is None or start > track.largest:
+            self.session.reject(rid, RequestErrorCode.INVALID_RANGE, "nothing published in that range")
+            return
+        end = track.largest if end is None or end > track.largest else end
+        objects = track.objects(start, end)
+        self.session.accept_fetch(rid, end, end_of_track=track.is_ended and end == track.ended)
+        handle = self.session.open_fetch_stream(rid)
+        for obj in objects:
+            self.session.write_fetch_object(
+                handle,
+                obj.group_id,
+                obj.subgroup_id,
+                obj.object_id,
+                obj.payload,
+                obj.publisher_priority if obj.publisher_priority is not None else 128,
+                obj.properties or None,
+            )
+        self.session.finish_stream(handle)
+
+    def _serve(self, rid: int, track: Track, consumer: TrackConsumer) -> None:
+        task = self._loop.create_task(self._send_track(rid, track, consumer))
+        self._serving[rid] = task
+        task.add_done_callback(lambda _: self._serving.pop(rid, None))
+
+    async def _send_track(self, rid: int, track: Track, consumer: TrackConsumer) -> None:
+        """Write a track's objects to one subscription: a stream per subgroup, a datagram per datagram object."""
+        streams: dict[tuple[int, int], int] = {}
+        session = self.session
+        try:
+            while True:
+                event = await consumer.next()
+                if isinstance(event, CachedObject):
+                    if event.subgroup_id is None:
+                        session.send_datagram(
+                            rid,
+                            event.group_id,
+                            event.object_id,
+                            event.payload,
+                            event.publisher_priority,
+                            event.properties or None,
+                        )
+                    else:
+                        key = (event.group_id, event.subgroup_id)
+                        handle = streams.get(key)
+                        if handle is None:
+                            handle = streams[key] = session.open_subgroup(
+                                rid,
+                                event.group_id,
+                                event.subgroup_id,
+                                event.publisher_priority,
+                                first_object_id=event.object_id,
+                                with_properties=True,
+                            )
+                        session.write_object(handle, event.object_id, event.payload, event.properties, event.status)
+                elif isinstance(event, SubgroupEnded):
+                    handle = streams.pop((event.group_id, event.subgroup_id), None)
+                    if handle is not None:
+                        session.finish_stream(handle)
+                elif isinstance(event, GroupsDropped):
+                    for key in [k for k in streams if k[0] in event.group_ids]:
+                        session.reset_stream(streams.pop(key), StreamResetCode.TOO_FAR_BEHIND)
+                elif isinstance(event, TrackEnded):
+                    session.publish_done(rid, PublishDoneCode.TRACK_ENDED, "track ended")
+                    self._flush()
+                    return
+                self._flush()
+        except SessionError:
+            pass  # the subscription or the session ended under us
+        finally:
+            consumer.close()
+
+    # -- internals ----------------------------------------------------------------------------------------------
+
+    def _future(self, rid: int, kind: str = "answer") -> asyncio.Future[Event]:
+        future: asyncio.Future[Event] = self._loop.create_future()
+        self._answers[rid if kind == "answer" else -rid - 1] = future
+        return future
+
+    async def _answer(self, rid: int) -> Event:
+        future = self._answers.get(rid) or self._future(rid)
+        self._flush()
+        event = await future
+        if isinstance(event, RequestFailed):
+            raise RequestRejected(event.code, event.reason, event.error.retry_interval if event.error else 0)
+        if isinstance(event, SessionTerminated):
+            raise ConnectionError(f"session closed: {event.reason} (code 0x{event.code:x})")
+        return event
+
+    def _resolve(self, key: int, event: Event) -> None:
+        future = self._answers.pop(key, None)
+        if future is not None and not future.done():
+            future.set_result(event)
+
+    def _on_transport_event(self, event: TransportEvent) -> None:
+        now = self._loop.time()
+        session = self.session
+        if isinstance(event, StreamDataReceived):
+            session.stream_data_received(
+                self._handles.get(event.stream_id, event.stream_id), event.data, event.end_stream, now
+            )
+        elif isinstance(event, StreamReset):
+            session.stream_reset(
+                self._handles.get(event.stream_id, event.stream_id),
+                event.code if event.code is not None else StreamResetCode.INTERNAL_ERROR,
+                now,
+            )
+        elif isinstance(event, StopSendingReceived):
+            session.stop_sending_received(
+                self._handles.get(event.stream_id, event.stream_id),
+                event.code if event.code is not None else StreamResetCode.INTERNAL_ERROR,
+                now,
+            )
+        elif isinstance(event, DatagramReceived):
+            session.datagram_received(event.data, now)
+        elif isinstance(event, SessionClosed):
+            code = event.code if event.code is not None else SessionErrorCode.INTERNAL_ERROR
+            session.transport_closed(code, event.reason)
+        self._flush()
+
+    def _flush(self) -> None:
+        """Carry out the session's commands and dispatch its events."""
+        session = self.session
+        while True:
+            commands = session.commands()
+            events = session.events()
+            if not commands and not events:
+                break
+            for cmd in commands:
+                try:
+                    self._execute(cmd)
+                except StreamStateError as exc:
+                    logger.debug("[%s] %s: %s", session.session_id, type(cmd).__name__, exc)
+            for event in events:
+                self._dispatch(event)
+        self._schedule_timer()
+
+    def _execute(self, cmd: object) -> None:
+        conn = self.conn
+        if isinstance(cmd, OpenStream):
+            sid = conn.try_open_uni_stream() if cmd.unidirectional else conn.try_open_bidi_stream()
+            if sid is not None:
+                self._map(cmd.handle, sid)
+            else:
+                if len(self._pending) >= MAX_PENDING_OPENS:
+                    self.close(SessionErrorCode.INTERNAL_ERROR, "too many streams waiting for credit")
+                    return
+                self._pending[cmd.handle] = []
+                self._spawn(self._open_later(cmd))
+        elif isinstance(cmd, (SendStreamData, ResetStream, StopSending)):
+            pending = self._pending.get(cmd.stream)
+            if pending is not None:
+                pending.append(cmd)
+                return
+            sid = self._stream_ids.get(cmd.stream, cmd.stream)
+            if isinstance(cmd, SendStreamData):
+                conn.send(sid, cmd.data, cmd.end_stream)
+            elif isinstance(cmd, ResetStream):
+                conn.reset_stream(sid, cmd.code)
+            else:
+                conn.stop_sending(sid, cmd.code)
+        elif isinstance(cmd, SendDatagram):
+            conn.send_datagram(cmd.data)
+        elif isinstance(cmd, CloseSession):
+            conn.close(cmd.code, cmd.reason)
+
+    async def _open_later(self, cmd: OpenStream) -> None:
+        try:
+            if cmd.unidirectional:
+                sid = await self.conn.open_uni_stream(cmd.priority)
+            else:
+                sid = await self.conn.open_bidi_stream(cmd.priority)
+        except Exception:  # the session closed while we waited
+            self._pending.pop(cmd.handle, None)
+            return
+        self._map(cmd.handle, sid)
+        for queued in self._pending.pop(cmd.handle, []):
+            with contextlib.suppress(StreamStateError):
+                self._execute(queued)
+
+    def _map(self, handle: int, sid: int) -> None:
+        self._stream_ids[handle] = sid
+        self._handles[sid] = handle
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _schedule_timer(self) -> None:
+        when = self.session.next_timer()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if when is not None:
+            self._timer = self._loop.call_at(when, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.session.handle_timer(self._loop.time())
+        self._flush()
+
+    def _dispatch(self, event: Event) -> None:
+        if isinstance(event, ObjectReceived):
+            sub = self._subscriptions.get(event.request_id)
+            if sub is not None:
+                sub._push(event)
+            elif event.request_id in self._fetches:
+                self._fetches[event.request_id].append(event)
+        elif isinstance(event, DataStreamEnded):
+            if event.source == "fetch":
+                self._resolve(-event.request_id - 1, event)
+        elif isinstance(event, (RequestAccepted, RequestFailed)):
+            self._resolve(event.request_id, event)
+            if isinstance(event, RequestFailed):
+                self._resolve(-event.request_id - 1, event)
+                sub = self._subscriptions.pop(event.request_id, None)
+                if sub is not None:
+                    sub._end(None)
+        elif isinstance(event, SubscriptionEnded):
+            sub = self._subscriptions.pop(event.request_id, None)
+            if sub is not None:
+                sub._end(event.message)
+        elif isinstance(event, RequestReceived):
+            handler = self.on_request
+            if handler is not None:
+                self._spawn(self._run_handler(handler, event))
+            else:
+                self._spawn(self._run_default(event))
+        elif isinstance(event, RequestCancelled):
+            task = self._serving.pop(event.request_id, None)
+            if task is not None:
+                task.cancel()
+        elif isinstance(event, NamespacePublished):
+            watch = self._watches.get(event.request_id)
+            if watch is not None:
+                watch.active.add(event.namespace)
+                watch._changes.put_nowait((True, event.namespace))
+        elif isinstance(event, NamespaceWithdrawn):
+            watch = self._watches.get(event.request_id)
+            if watch is not None:
+                watch.active.discard(event.namespace)
+                watch._changes.put_nowait((False, event.namespace))
+        elif isinstance(event, SetupCompleted):
+            self.peer_setup = event.peer_setup
+            self._ready.set()
+        elif isinstance(event, GoawayReceived):
+            self.goaway = event.message
+        elif isinstance(event, UpdateAnswered):
+            self._resolve(event.update_id, event)
+        elif isinstance(event, SessionTerminated):
+            self.close_reason = (event.code, event.reason)
+            for key in list(self._answers):
+                self._resolve(key, event)
+            for sub in self._subscriptions.values():
+                sub._end(None)
+            for watch in self._watches.values():
+                watch._changes.put_nowait(None)
+            for task in self._serving.values():
+                task.cancel()
+            if self._timer is not None:
+                self._timer.cancel()
+            self.closed.set()
+
+    async def _run_default(self, event: RequestReceived) -> None:
+        with contextlib.suppress(SessionError):
+            await self._handle_request(event)
+        self._flush()
+
+    async def _run_handler(self, handler: RequestHandler, event: RequestReceived) -> None:
+        try:
+            await handler(self, event)
+        except SessionError as exc:
+            logger.debug("[%s] request %d: %s", self.session.session_id, event.request_id, exc)
+        except Exception:
+            logger.exception("[%s] request handler failed", self.session.session_id)
+            with contextlib.suppress(SessionError):
+                self.session.reject(event.request_id, RequestErrorCode.INTERNAL_ERROR, "internal error")
+        self._flush()
+
+
+def consumer_for(track: Track, flt: LocationFilter | None) -> TrackConsumer:
+    """Where a new subscription starts reading `track` (§3.3): the latest group unless the filter says otherwise."""
+    if flt is None or flt.type is LocationFilterType.NONE:
+        return track.consumer()
+    if flt.type is LocationFilterType.NEXT_OBJECT:
+        return track.consumer_at_end()
+    if flt.type is LocationFilterType.RELATIVE_START_GROUP:
+        latest = track.latest_group
+        if latest is None:
+            return track.consumer()
+        return track.consumer(max(0, latest + 1 - flt.start_group))
+    return track.consumer(flt.start_group)
+
+
+def fetch_range(msg: Fetch) -> tuple[Location, Location | None]:
+    """The [start, end] a standalone FETCH asks for, in either draft's form (end None: up to the largest)."""
+    if msg.start is not None:  # draft-18: End Location is the end plus 1, Object 0 = the whole group
+        end = msg.end
+        if end is None or end.group == MAX_ID:
+            return msg.start, None
+        if end.object == 0:
+            return msg.start, Location(end.group, MAX_ID)
+        return msg.start, Location(end.group, end.object - 1)
+    flt = msg.parameters.location_filter
+    if flt is None or flt.type in (LocationFilterType.NONE, LocationFilterType.NEXT_OBJECT):
+        return Location(0, 0), None
+    start = Location(flt.start_group, flt.start_object)
+    if flt.end_group is None:
+        return start, None
+    if flt.end_object is None:
+        return start, Location(flt.end_group, MAX_ID)
+    return start, Location(flt.end_group, flt.end_object)
