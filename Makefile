@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # Parallel test workers: the machines have 2 cores.
 JOBS   ?= auto
 
-.PHONY: run test setup browser lint typecheck unit clean
+.PHONY: run test setup browser peers lint typecheck unit clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ setup: $(BIN)/.installed
 browser:
 	@bash scripts/ensure-chromium.sh
 
+# Foreign MoQ implementations for the interop tests (aiomoqt, in its own Python 3.12 venv under .peers/).
+peers: setup
+	$(BIN)/python -m interop.peers install
+
 run: setup
 	$(BIN)/moq drafts
 
@@ -30,9 +34,9 @@ typecheck: setup
 	$(BIN)/mypy
 
 unit: setup
-	MOQ_REQUIRE_BROWSER=1 $(BIN)/pytest -n $(JOBS) -q
+	MOQ_REQUIRE_BROWSER=1 MOQ_REQUIRE_PEERS=1 $(BIN)/pytest -n $(JOBS) -q
 
-test: setup browser lint typecheck unit
+test: setup browser peers lint typecheck unit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
