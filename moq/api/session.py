@@ -25,7 +25,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import msgspec
 
 from moq.errors import RequestRejected
-from moq.model import CachedObject, GroupsDropped, SubgroupEnded, Track, TrackConsumer, TrackEnded
+from moq.model import (
+    CachedObject,
+    GroupsDropped,
+    SubgroupEnded,
+    SubgroupReset,
+    Track,
+    TrackConsumer,
+    TrackEnded,
+    TrackError,
+)
 from moq.session.commands import (
     CloseSession,
     OpenStream,
@@ -62,7 +71,7 @@ from moq.transport.events import (
     TransportEvent,
 )
 from moq.wire.codes import PublishDoneCode, RequestErrorCode, SessionErrorCode, StreamResetCode
-from moq.wire.messages import Fetch, FetchOk, GoAway, Publish, PublishDone, Setup, Subscribe, SubscribeOk
+from moq.wire.messages import Fetch, FetchOk, GoAway, Publish, PublishDone, RequestOk, Setup, Subscribe, SubscribeOk
 from moq.wire.params import LocationFilter, LocationFilterType, Parameters
 from moq.wire.primitives import Location, TrackNamespace
 from moq.wire.version import Version
@@ -98,11 +107,15 @@ def track_name(value: str | bytes) -> bytes:
 class Subscription:
     """One subscription we made: iterate it for objects (`async for obj in sub`) until the publisher ends it."""
 
-    def __init__(self, session: MoqSession, request_id: int, ns: TrackNamespace, name: bytes) -> None:
+    def __init__(
+        self, session: MoqSession, request_id: int, ns: TrackNamespace, name: bytes, track: Track | None = None
+    ) -> None:
         self.session = session
         self.request_id = request_id
         self.namespace = ns
         self.name = name
+        #: When set, objects go into this track's cache (a relay's upstream) instead of this iterator.
+        self.track = track
         self.ok: SubscribeOk | None = None
         self.done: PublishDone | None = None
         self.dropped = 0
@@ -111,16 +124,43 @@ class Subscription:
         self._wake = asyncio.Event()
 
     def _push(self, obj: ObjectReceived) -> None:
+        if self.track is not None:
+            try:
+                self.track.append(
+                    CachedObject(
+                        obj.group_id,
+                        obj.subgroup_id,
+                        obj.object_id,
+                        obj.payload,
+                        obj.publisher_priority,
+                        obj.status,
+                        obj.properties,
+                    )
+                )
+            except TrackError as exc:  # e.g. a duplicate from a second publisher: keep the first (§7)
+                logger.debug(
+                    "[%s] object %d/%d not cached: %s",
+                    self.session.session.session_id,
+                    obj.group_id,
+                    obj.object_id,
+                    exc,
+                )
+            return
         if len(self._objects) >= MAX_SUBSCRIPTION_BUFFER:
             self._objects.popleft()
             self.dropped += 1
         self._objects.append(obj)
         self._wake.set()
 
-    def _end(self, done: PublishDone | None) -> None:
+    def _end(self, done: PublishDone | None, status: int = PublishDoneCode.GOING_AWAY, reason: str = "") -> None:
         self.done = done
         self._ended = True
         self._wake.set()
+        if self.track is not None:
+            if done is not None:
+                self.track.end_track(done.status_code, done.reason)
+            else:
+                self.track.end_track(status, reason or "the publisher went away")
 
     async def next(self) -> ObjectReceived | None:
         """The next object, or None once the subscription has ended and everything was read."""
@@ -192,7 +232,11 @@ class MoqSession:
             session_id=str(conn.connection_id),
         )
         self.tracks: dict[tuple[TrackNamespace, bytes], Track] = {}
+        #: Objects this session has written to subscriptions (streams and datagrams), for tests and metrics.
+        self.objects_sent = 0
         self.on_request: RequestHandler | None = None
+        #: Told when the peer cancels one of its requests (a relay withdraws namespaces, drops subscribers).
+        self.on_cancel: Callable[[MoqSession, RequestCancelled], None] | None = None
         self.peer_setup: Setup | None = None
         self.goaway: GoAway | None = None
         self.closed = asyncio.Event()
@@ -257,11 +301,16 @@ class MoqSession:
         ns: str | TrackNamespace,
         name: str | bytes,
         parameters: Parameters | None = None,
+        *,
+        into: Track | None = None,
     ) -> Subscription:
-        """SUBSCRIBE and wait for SUBSCRIBE_OK; raises `RequestRejected` on REQUEST_ERROR."""
+        """SUBSCRIBE and wait for SUBSCRIBE_OK; raises `RequestRejected` on REQUEST_ERROR.
+
+        With `into`, the objects are appended to that track (and its end follows PUBLISH_DONE) instead of being
+        iterated: this is how a relay fills its cache from upstream."""
         ns, name_b = namespace(ns), track_name(name)
         rid = self.session.subscribe(ns, name_b, parameters or Parameters())
-        sub = Subscription(self, rid, ns, name_b)
+        sub = Subscription(self, rid, ns, name_b, into)
         self._subscriptions[rid] = sub
         answer = await self._answer(rid)
         assert isinstance(answer, RequestAccepted) and isinstance(answer.message, SubscribeOk)
@@ -298,6 +347,19 @@ class MoqSession:
         await done
         return self._fetches.pop(rid)
 
+    async def track_status(self, ns: str | TrackNamespace, name: str | bytes) -> RequestOk:
+        """TRACK_STATUS: the track's state (LARGEST_OBJECT, properties) without subscribing (§9.13)."""
+        rid = self.session.track_status(namespace(ns), track_name(name))
+        answer = await self._answer(rid)
+        assert isinstance(answer, RequestAccepted) and isinstance(answer.message, RequestOk)
+        return answer.message
+
+    def accept_publish(self, rid: int, msg: Publish, track: Track, parameters: Parameters | None = None) -> None:
+        """Accept the peer's PUBLISH (REQUEST_OK) and append its objects to `track`."""
+        sub = Subscription(self, rid, msg.namespace, msg.name, track)
+        self._subscriptions[rid] = sub
+        self.session.accept(rid, parameters or Parameters())
+
     async def subscribe_namespace(self, prefix: str | TrackNamespace) -> NamespaceWatch:
         """SUBSCRIBE_NAMESPACE and wait for REQUEST_OK; iterate the result for announcements."""
         rid = self.session.subscribe_namespace(namespace(prefix))
@@ -328,7 +390,7 @@ class MoqSession:
     async def publish(self, track: Track, parameters: Parameters | None = None) -> int:
         """PUBLISH `track` (§9.8) and stream its objects; returns once PUBLISH_OK arrives."""
         rid = self.session.publish(track.namespace, track.name, parameters or Parameters(), track.properties)
-        self._serve(rid, track, track.consumer())
+        self.serve_track(rid, track, track.consumer())
         await self._answer(rid)
         return rid
 
@@ -358,7 +420,7 @@ class MoqSession:
         """SUBSCRIBE_OK for `track` and start sending it from where the filter says."""
         params = Parameters(largest_object=track.largest) if track.largest is not None else Parameters()
         self.session.accept_subscribe(rid, params, track.properties)
-        self._serve(rid, track, consumer_for(track, msg.parameters.location_filter))
+        self.serve_track(rid, track, consumer_for(track, msg.parameters.location_filter))
 
     def serve_fetch(self, rid: int, msg: Fetch, track: Track) -> None:
         """Answer a standalone FETCH from the track's cache (§9.11)."""
@@ -382,10 +444,12 @@ class MoqSession:
             )
         self.session.finish_stream(handle)
 
-    def _serve(self, rid: int, track: Track, consumer: TrackConsumer) -> None:
+    def serve_track(self, rid: int, track: Track, consumer: TrackConsumer) -> asyncio.Task[None]:
+        """Send `track` from `consumer` on subscription `rid` until it ends or is cancelled; returns the task."""
         task = self._loop.create_task(self._send_track(rid, track, consumer))
         self._serving[rid] = task
         task.add_done_callback(lambda _: self._serving.pop(rid, None))
+        return task
 
     async def _send_track(self, rid: int, track: Track, consumer: TrackConsumer) -> None:
         """Write a track's objects to one subscription: a stream per subgroup, a datagram per datagram object."""
@@ -417,15 +481,20 @@ class MoqSession:
                                 with_properties=True,
                             )
                         session.write_object(handle, event.object_id, event.payload, event.properties, event.status)
+                    self.objects_sent += 1
                 elif isinstance(event, SubgroupEnded):
                     handle = streams.pop((event.group_id, event.subgroup_id), None)
                     if handle is not None:
                         session.finish_stream(handle)
+                elif isinstance(event, SubgroupReset):
+                    handle = streams.pop((event.group_id, event.subgroup_id), None)
+                    if handle is not None:
+                        session.reset_stream(handle, StreamResetCode.CANCELLED)
                 elif isinstance(event, GroupsDropped):
                     for key in [k for k in streams if k[0] in event.group_ids]:
                         session.reset_stream(streams.pop(key), StreamResetCode.TOO_FAR_BEHIND)
                 elif isinstance(event, TrackEnded):
-                    session.publish_done(rid, PublishDoneCode.TRACK_ENDED, "track ended")
+                    session.publish_done(rid, event.status, event.reason)
                     self._flush()
                     return
                 self._flush()
@@ -574,6 +643,15 @@ class MoqSession:
         elif isinstance(event, DataStreamEnded):
             if event.source == "fetch":
                 self._resolve(-event.request_id - 1, event)
+            else:
+                sub = self._subscriptions.get(event.request_id)
+                if (
+                    sub is not None
+                    and sub.track is not None
+                    and event.group_id is not None
+                    and event.subgroup_id is not None
+                ):
+                    sub.track.end_subgroup(event.group_id, event.subgroup_id, reset=event.reset_code is not None)
         elif isinstance(event, (RequestAccepted, RequestFailed)):
             self._resolve(event.request_id, event)
             if isinstance(event, RequestFailed):
@@ -595,6 +673,8 @@ class MoqSession:
             task = self._serving.pop(event.request_id, None)
             if task is not None:
                 task.cancel()
+            if self.on_cancel is not None:
+                self.on_cancel(self, event)
         elif isinstance(event, NamespacePublished):
             watch = self._watches.get(event.request_id)
             if watch is not None:

@@ -58,6 +58,13 @@ class SubgroupEnded(msgspec.Struct, frozen=True):
     subgroup_id: int
 
 
+class SubgroupReset(msgspec.Struct, frozen=True):
+    """(group, subgroup) was cut short upstream (its stream was reset): a writer resets that stream too."""
+
+    group_id: int
+    subgroup_id: int
+
+
 class GroupsDropped(msgspec.Struct, frozen=True):
     """A consumer fell behind: these groups were evicted before it read them all (oldest first)."""
 
@@ -65,12 +72,14 @@ class GroupsDropped(msgspec.Struct, frozen=True):
 
 
 class TrackEnded(msgspec.Struct, frozen=True):
-    """The producer ended the track: no more objects will come."""
+    """The producer ended the track: no more objects will come. `status` is a PUBLISH_DONE code (§12.4)."""
 
     final: Location | None
+    status: int = 0x2  # TRACK_ENDED
+    reason: str = ""
 
 
-TrackEvent = CachedObject | SubgroupEnded | GroupsDropped | TrackEnded
+TrackEvent = CachedObject | SubgroupEnded | SubgroupReset | GroupsDropped | TrackEnded
 
 
 @dataclass(slots=True)
@@ -88,7 +97,7 @@ class _Group:
     evicted: bool = False
 
 
-# A log entry: (group, subgroup id, index of the object in it, or -1 for "subgroup ended"). It names the group
+# A log entry: (group, subgroup id, index of the object in it, or -1 for "subgroup ended", -2 for "reset"). It names the group
 # object, not its id: a group evicted and later re-created (a late object) is a different group.
 _Entry = tuple[_Group, int | None, int]
 
@@ -115,6 +124,7 @@ class Track:
         self.largest: Location | None = None
         self.ended: Location | None = None
         self.is_ended = False
+        self.end_status: tuple[int, str] = (0x2, "")
         self.cached_bytes = 0
         self.evicted_groups = 0
         self._groups: dict[int, _Group] = {}
@@ -151,8 +161,8 @@ class Track:
         self._evict()
         self._wake()
 
-    def end_subgroup(self, group_id: int, subgroup_id: int) -> None:
-        """Mark (group, subgroup) complete (its stream was FIN'd upstream)."""
+    def end_subgroup(self, group_id: int, subgroup_id: int, reset: bool = False) -> None:
+        """Mark (group, subgroup) complete (its stream was FIN'd upstream), or cut short (`reset`)."""
         group = self._groups.get(group_id)
         if group is None:
             return
@@ -160,14 +170,16 @@ class Track:
         if sub.ended:
             return
         sub.ended = True
-        self._log.append((group, subgroup_id, -1))
+        self._log.append((group, subgroup_id, -2 if reset else -1))
         self._wake()
 
-    def end_track(self) -> None:
-        """No more objects (PUBLISH_DONE, or the publisher went away): consumers finish after what is cached."""
+    def end_track(self, status: int = 0x2, reason: str = "") -> None:
+        """No more objects (PUBLISH_DONE, or the publisher went away): consumers finish after what is cached.
+        `status` is the PUBLISH_DONE code downstream subscriptions end with (default TRACK_ENDED)."""
         if not self.is_ended:
             self.is_ended = True
             self.ended = self.largest
+            self.end_status = (status, reason)
             self._wake()
 
     # -- readers ------------------------------------------------------------------------------------------------
@@ -273,7 +285,7 @@ class TrackConsumer:
                 return GroupsDropped(dropped)
             if index < 0:
                 assert sid is not None
-                return SubgroupEnded(gid, sid)
+                return SubgroupEnded(gid, sid) if index == -1 else SubgroupReset(gid, sid)
             if gid not in self._active:
                 self._active.add(gid)
                 if len(self._active) > 2 * track.max_groups:  # keep it bounded: forget groups long gone
@@ -283,7 +295,7 @@ class TrackConsumer:
             dropped, self._dropped = tuple(self._dropped), []
             return GroupsDropped(dropped)
         if track.is_ended:
-            return TrackEnded(track.ended)
+            return TrackEnded(track.ended, *track.end_status)
         return None
 
     def _lose(self, group_ids: list[int]) -> None:
@@ -299,7 +311,7 @@ class TrackConsumer:
             if event is not None:
                 return event
             if self.closed:
-                return TrackEnded(self.track.ended)
+                return TrackEnded(self.track.ended, *self.track.end_status)
             await self.track._wait()
 
     @property

@@ -1,0 +1,511 @@
+"""The relay: routes requests between sessions, caches tracks, fans objects out (draft-22 §7).
+
+A relay is both a subscriber and a publisher (moxygen's shape): for every track some downstream session wants,
+it holds one upstream subscription (to the session that published the namespace, or to an upstream relay), whose
+objects fill one bounded `Track` cache; each downstream subscription is a cursor over that cache, written by its
+own task in its own session, so a slow subscriber only ever slows itself (and loses its oldest groups).
+
+Routing, per draft-22 §7 and §9:
+- PUBLISH_NAMESPACE records who publishes a namespace; SUBSCRIBE_NAMESPACE subscribers hear NAMESPACE /
+  NAMESPACE_DONE for matching namespaces, now and later.
+- SUBSCRIBE goes to the publisher of the longest matching namespace (or to the session that PUBLISHed the track,
+  or to an `--upstream` relay); SUBSCRIBE_OK only once the upstream subscription is established. With no
+  publisher it waits up to its RENDEZVOUS_TIMEOUT (or the relay's default) and then fails.
+- PUBLISH is accepted into a track of its own and offered to SUBSCRIBE_TRACKS subscribers.
+- FETCH and TRACK_STATUS are answered from the cache, or forwarded to the publisher.
+- A publisher that leaves ends its tracks: downstream subscriptions get PUBLISH_DONE.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from moq.api import MoqSession, connect
+from moq.api.session import fetch_range
+from moq.errors import RequestRejected
+from moq.model import CachedObject, Track, TrackError
+from moq.session.events import RequestCancelled, RequestReceived
+from moq.session.session import SessionError
+from moq.wire.codes import PublishDoneCode, RequestErrorCode
+from moq.wire.messages import (
+    Fetch,
+    Publish,
+    PublishNamespace,
+    Subscribe,
+    SubscribeNamespace,
+    SubscribeTracks,
+    TrackStatus,
+)
+from moq.wire.params import Parameters
+from moq.wire.primitives import TrackNamespace, namespace_has_prefix, render_name
+from relay.config import MAX_RENDEZVOUS_SECONDS, RelayConfig
+
+logger = logging.getLogger(__name__)
+
+TrackKey = tuple[TrackNamespace, bytes]
+
+#: Namespaces a single SUBSCRIBE_NAMESPACE may be told about at once (draft-22 §14: NAMESPACE_TOO_LARGE).
+MAX_NAMESPACES_PER_WATCH = 1000
+
+
+@dataclass(eq=False)
+class Announcement:
+    """A PUBLISH_NAMESPACE we accepted: `session` publishes tracks under `namespace`."""
+
+    session: MoqSession
+    request_id: int
+    namespace: TrackNamespace
+
+
+@dataclass(eq=False)
+class Watcher:
+    """A SUBSCRIBE_NAMESPACE (or SUBSCRIBE_TRACKS) we accepted."""
+
+    session: MoqSession
+    request_id: int
+    prefix: TrackNamespace
+    announced: set[TrackNamespace] = field(default_factory=set)
+
+
+@dataclass(eq=False)
+class RelayTrack:
+    """One track as the relay holds it: its cache, where it comes from, who reads it."""
+
+    key: TrackKey
+    track: Track
+    source: MoqSession | None = None
+    source_request: int | None = None
+    ready: asyncio.Future[None] | None = None  # resolved when the upstream subscription is established
+    subscribers: set[tuple[MoqSession, int]] = field(default_factory=set)
+    published: bool = False  # came from a PUBLISH (not a SUBSCRIBE of ours)
+
+    @property
+    def name(self) -> str:
+        return render_name(self.key[0], self.key[1])
+
+
+class Relay:
+    """The relay's state, shared by every session (see the module docstring)."""
+
+    def __init__(self, config: RelayConfig | None = None) -> None:
+        self.config = config or RelayConfig()
+        self.sessions: set[MoqSession] = set()
+        self.announcements: list[Announcement] = []
+        self.watchers: list[Watcher] = []
+        self.track_watchers: list[Watcher] = []
+        self.tracks: dict[TrackKey, RelayTrack] = {}
+        self._changed = asyncio.Event()  # set whenever a publisher arrives (rendezvous waiters re-check)
+        self._upstreams: dict[str, MoqSession] = {}
+        self._upstream_lock = asyncio.Lock()
+        self.upstream_subscriptions = 0  # counted for tests and metrics: one per track, however many readers
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a background task, keeping a reference so it is not collected mid-flight."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- sessions -----------------------------------------------------------------------------------------------
+
+    async def handle_session(self, session: MoqSession) -> None:
+        """Own one downstream session until it ends (the `serve()` handler)."""
+        session.on_request = self._on_request
+        session.on_cancel = self.on_cancelled
+        self.sessions.add(session)
+        logger.info(
+            "[%s] session up, draft-%d, %s",
+            session.session.session_id,
+            session.version.value,
+            session.conn.transport_kind,
+        )
+        try:
+            await session.wait_closed()
+        finally:
+            self.sessions.discard(session)
+            self._session_gone(session)
+            code, reason = session.close_reason or (0, "")
+            logger.info("[%s] session closed: code 0x%x %s", session.session.session_id, code, reason)
+
+    def _session_gone(self, session: MoqSession) -> None:
+        for ann in [a for a in self.announcements if a.session is session]:
+            self._withdraw(ann)
+        self.watchers = [w for w in self.watchers if w.session is not session]
+        self.track_watchers = [w for w in self.track_watchers if w.session is not session]
+        for rt in list(self.tracks.values()):
+            rt.subscribers = {(s, r) for (s, r) in rt.subscribers if s is not session}
+            if rt.source is session:
+                self._end_track(rt, PublishDoneCode.GOING_AWAY, "the publisher left")
+            elif not rt.subscribers and not rt.published:
+                self._drop_track(rt)
+
+    async def close(self) -> None:
+        """GOAWAY to every session, then close them."""
+        for session in list(self.sessions):
+            with contextlib.suppress(SessionError):
+                session.session.goaway("", 0)
+                session._flush()
+        for upstream in self._upstreams.values():
+            upstream.close()
+        for session in list(self.sessions):
+            session.close()
+
+    # -- requests -----------------------------------------------------------------------------------------------
+
+    async def _on_request(self, session: MoqSession, event: RequestReceived) -> None:
+        msg = event.message
+        rid = event.request_id
+        if isinstance(msg, PublishNamespace):
+            self._publish_namespace(session, rid, msg)
+        elif isinstance(msg, SubscribeNamespace):
+            self._subscribe_namespace(session, rid, msg)
+        elif isinstance(msg, Subscribe):
+            await self._subscribe(session, rid, msg)
+        elif isinstance(msg, Publish):
+            self._publish(session, rid, msg)
+        elif isinstance(msg, SubscribeTracks):
+            await self._subscribe_tracks(session, rid, msg)
+        elif isinstance(msg, Fetch):
+            await self._fetch(session, rid, msg)
+        elif isinstance(msg, TrackStatus):
+            await self._track_status(session, rid, msg)
+
+    def on_cancelled(self, session: MoqSession, event: RequestCancelled) -> None:
+        """The peer cancelled one of its requests: a withdrawn namespace, an unsubscribe, ..."""
+        for ann in [a for a in self.announcements if a.session is session and a.request_id == event.request_id]:
+            self._withdraw(ann)
+        self.watchers = [w for w in self.watchers if not (w.session is session and w.request_id == event.request_id)]
+        for rt in list(self.tracks.values()):
+            if (session, event.request_id) in rt.subscribers:
+                self._unsubscribe(rt, session, event.request_id)
+            if rt.source is session and rt.source_request == event.request_id:
+                self._end_track(rt, PublishDoneCode.GOING_AWAY, "the publisher cancelled")
+
+    # -- namespaces ---------------------------------------------------------------------------------------------
+
+    def _publish_namespace(self, session: MoqSession, rid: int, msg: PublishNamespace) -> None:
+        ann = Announcement(session, rid, msg.namespace)
+        first = not any(a.namespace == msg.namespace for a in self.announcements)
+        self.announcements.append(ann)
+        session.session.accept(rid)
+        logger.info("[%s] publishes namespace %s", session.session.session_id, render_name(msg.namespace))
+        if first:
+            for watcher in self.watchers:
+                self._tell(watcher, msg.namespace, added=True)
+        self._publisher_arrived()
+
+    def _withdraw(self, ann: Announcement) -> None:
+        if ann not in self.announcements:
+            return
+        self.announcements.remove(ann)
+        logger.info("[%s] withdrew namespace %s", ann.session.session.session_id, render_name(ann.namespace))
+        if not any(a.namespace == ann.namespace for a in self.announcements):
+            for watcher in self.watchers:
+                self._tell(watcher, ann.namespace, added=False)
+
+    def _subscribe_namespace(self, session: MoqSession, rid: int, msg: SubscribeNamespace) -> None:
+        prefix = msg.namespace_prefix
+        for other in self.watchers:
+            if other.session is session and (
+                namespace_has_prefix(other.prefix, prefix) or namespace_has_prefix(prefix, other.prefix)
+            ):
+                session.session.reject(rid, RequestErrorCode.PREFIX_OVERLAP, "overlaps an existing subscription")
+                return
+        matching = sorted({a.namespace for a in self.announcements if namespace_has_prefix(a.namespace, prefix)})
+        if len(matching) > MAX_NAMESPACES_PER_WATCH:
+            session.session.reject(rid, RequestErrorCode.NAMESPACE_TOO_LARGE, "too many namespaces match")
+            return
+        watcher = Watcher(session, rid, prefix)
+        self.watchers.append(watcher)
+        session.session.accept(rid)
+        for ns in matching:
+            self._tell(watcher, ns, added=True)
+
+    def _tell(self, watcher: Watcher, ns: TrackNamespace, added: bool) -> None:
+        if not namespace_has_prefix(ns, watcher.prefix):
+            return
+        suffix = ns[len(watcher.prefix) :]
+        try:
+            if added and ns not in watcher.announced:
+                watcher.announced.add(ns)
+                watcher.session.session.send_namespace(watcher.request_id, suffix)
+            elif not added and ns in watcher.announced:
+                watcher.announced.discard(ns)
+                watcher.session.session.send_namespace_done(watcher.request_id, suffix)
+        except SessionError:
+            return
+        watcher.session._flush()
+
+    # -- subscriptions ------------------------------------------------------------------------------------------
+
+    def _publishers(self, ns: TrackNamespace, exclude: MoqSession | None = None) -> Iterator[Announcement]:
+        """Announcements whose namespace prefixes `ns`, longest first (the most specific publisher)."""
+        found = [a for a in self.announcements if namespace_has_prefix(ns, a.namespace) and a.session is not exclude]
+        found.sort(key=lambda a: -len(a.namespace))
+        return iter(found)
+
+    async def _subscribe(self, session: MoqSession, rid: int, msg: Subscribe) -> None:
+        key = (msg.namespace, msg.name)
+        if msg.namespace[:1] == (b".session",):
+            session.session.reject(rid, RequestErrorCode.DOES_NOT_EXIST, "session-level tracks are not forwarded")
+            return
+        rt = await self._track_for(key, session, msg)
+        if rt is None:
+            return
+        if session.session.is_closed:
+            return
+        try:
+            session.accept_subscription(rid, msg, rt.track)
+        except SessionError:
+            return  # the subscriber cancelled while we waited
+        rt.subscribers.add((session, rid))
+        task = session._serving.get(rid)
+        if task is not None:
+            task.add_done_callback(lambda _: self._unsubscribe(rt, session, rid))
+        session._flush()
+
+    async def _track_for(self, key: TrackKey, session: MoqSession, msg: Subscribe | None) -> RelayTrack | None:
+        """The track for `key`, subscribing upstream (or waiting for a publisher) if need be; on failure the
+        downstream request is rejected and None returned."""
+        deadline = asyncio.get_running_loop().time() + self._rendezvous(msg)
+        while True:
+            rt = self.tracks.get(key)
+            if rt is not None and rt.ready is not None:
+                try:
+                    await asyncio.shield(rt.ready)
+                except RequestRejected as exc:
+                    if msg is not None:
+                        session.session.reject(_rid(msg), exc.code, exc.reason)
+                    return None
+                if not rt.track.is_ended:
+                    return rt
+                continue
+            if rt is not None and rt.source is not None and not rt.track.is_ended:
+                return rt
+            source = next(self._publishers(key[0]), None)
+            if source is not None or self.config.upstream:
+                rt = await self._open_upstream(key, source)
+                if rt is not None:
+                    return rt
+                if msg is not None:
+                    session.session.reject(_rid(msg), RequestErrorCode.DOES_NOT_EXIST, "the publisher refused")
+                return None
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                if msg is not None:
+                    timed = self._rendezvous(msg) > 0
+                    code = RequestErrorCode.TIMEOUT if timed else RequestErrorCode.DOES_NOT_EXIST
+                    session.session.reject(_rid(msg), code, "no publisher for this track")
+                return None
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    def _rendezvous(self, msg: Subscribe | None) -> float:
+        asked = msg.parameters.rendezvous_timeout if msg is not None else None
+        seconds = asked / 1000 if asked is not None else self.config.rendezvous_timeout
+        return min(seconds, MAX_RENDEZVOUS_SECONDS)
+
+    async def _open_upstream(self, key: TrackKey, source: Announcement | None) -> RelayTrack | None:
+        """Subscribe upstream for `key` once, however many downstream subscribers wait for it."""
+        loop = asyncio.get_running_loop()
+        track = Track(key[0], key[1], max_groups=self.config.cache_groups, max_bytes=self.config.cache_bytes)
+        rt = RelayTrack(key, track, ready=loop.create_future())
+        self.tracks[key] = rt
+        assert rt.ready is not None
+        try:
+            upstream = source.session if source is not None else await self._upstream()
+            if upstream is None:
+                raise RequestRejected(RequestErrorCode.DOES_NOT_EXIST, "no upstream")
+            sub = await upstream.subscribe(key[0], key[1], Parameters(forward=1), into=track)
+        except (RequestRejected, ConnectionError, OSError) as exc:
+            self.tracks.pop(key, None)
+            error = (
+                exc if isinstance(exc, RequestRejected) else RequestRejected(RequestErrorCode.INTERNAL_ERROR, str(exc))
+            )
+            rt.ready.set_exception(error)
+            rt.ready.exception()  # retrieved: waiters re-raise it themselves
+            return None
+        if sub.ok is not None:
+            track.properties = sub.ok.properties
+        rt.source, rt.source_request = upstream, sub.request_id
+        self.upstream_subscriptions += 1
+        logger.info("subscribed upstream for %s", rt.name)
+        rt.ready.set_result(None)
+        self._watch_end(rt)
+        return rt
+
+    def _watch_end(self, rt: RelayTrack) -> None:
+        """Drop the track from routing once its upstream ends (downstream writers finish from the cache)."""
+
+        async def wait() -> None:
+            consumer = rt.track.consumer_at_end()
+            while not rt.track.is_ended:
+                await consumer.next()
+            if self.tracks.get(rt.key) is rt:
+                del self.tracks[rt.key]
+
+        self._spawn(wait())
+
+    def _unsubscribe(self, rt: RelayTrack, session: MoqSession, rid: int) -> None:
+        rt.subscribers.discard((session, rid))
+        if not rt.subscribers and not rt.published and self.tracks.get(rt.key) is rt:
+            self._drop_track(rt)
+
+    def _drop_track(self, rt: RelayTrack) -> None:
+        """The last subscriber left: end the upstream subscription (§7: it ends when the last one leaves)."""
+        self.tracks.pop(rt.key, None)
+        if rt.source is not None and rt.source_request is not None:
+            sub = rt.source._subscriptions.get(rt.source_request)
+            if sub is not None:
+                sub.track = None  # don't let the upstream's end touch a cache nobody reads
+                sub.cancel()
+            logger.info("last subscriber left %s: unsubscribed upstream", rt.name)
+
+    def _end_track(self, rt: RelayTrack, status: int, reason: str) -> None:
+        rt.track.end_track(status, reason)
+        if self.tracks.get(rt.key) is rt:
+            del self.tracks[rt.key]
+
+    # -- PUBLISH and SUBSCRIBE_TRACKS ---------------------------------------------------------------------------
+
+    def _publish(self, session: MoqSession, rid: int, msg: Publish) -> None:
+        key = (msg.namespace, msg.name)
+        old = self.tracks.get(key)
+        if old is not None and old.source is not None and not old.track.is_ended and old.published:
+            session.session.reject(rid, RequestErrorCode.UNINTERESTED, "the track is already published")
+            return
+        track = Track(
+            msg.namespace,
+            msg.name,
+            msg.properties,
+            max_groups=self.config.cache_groups,
+            max_bytes=self.config.cache_bytes,
+        )
+        rt = RelayTrack(key, track, source=session, source_request=rid, published=True)
+        self.tracks[key] = rt
+        session.accept_publish(rid, msg, track)
+        self._watch_end(rt)
+        logger.info("[%s] publishes track %s", session.session.session_id, rt.name)
+        for watcher in self.track_watchers:
+            if namespace_has_prefix(msg.namespace, watcher.prefix) and watcher.session is not session:
+                self._offer(watcher, rt)
+        self._publisher_arrived()
+
+    async def _subscribe_tracks(self, session: MoqSession, rid: int, msg: SubscribeTracks) -> None:
+        prefix = msg.namespace_prefix
+        for other in self.track_watchers:
+            if other.session is session and (
+                namespace_has_prefix(other.prefix, prefix) or namespace_has_prefix(prefix, other.prefix)
+            ):
+                session.session.reject(rid, RequestErrorCode.PREFIX_OVERLAP, "overlaps an existing subscription")
+                return
+        watcher = Watcher(session, rid, prefix)
+        self.track_watchers.append(watcher)
+        session.session.accept(rid)
+        for rt in list(self.tracks.values()):
+            if rt.published and namespace_has_prefix(rt.key[0], prefix) and rt.source is not session:
+                self._offer(watcher, rt)
+
+    def _offer(self, watcher: Watcher, rt: RelayTrack) -> None:
+        """PUBLISH a track to a SUBSCRIBE_TRACKS subscriber (never echoing its own tracks, §9.18)."""
+
+        async def offer() -> None:
+            with contextlib.suppress(RequestRejected, ConnectionError, SessionError):
+                rid = await watcher.session.publish(rt.track)
+                rt.subscribers.add((watcher.session, rid))
+
+        self._spawn(offer())
+
+    def _publisher_arrived(self) -> None:
+        self._changed.set()
+
+    # -- FETCH and TRACK_STATUS ---------------------------------------------------------------------------------
+
+    async def _fetch(self, session: MoqSession, rid: int, msg: Fetch) -> None:
+        if msg.joining_request_id is not None:
+            session.session.reject(rid, RequestErrorCode.NOT_SUPPORTED, "joining FETCH is not supported yet")
+            return
+        key = (msg.namespace, msg.name)
+        rt = self.tracks.get(key)
+        if rt is not None and rt.track.largest is not None:
+            session.serve_fetch(rid, msg, rt.track)
+            return
+        source = next(self._publishers(msg.namespace, exclude=session), None)
+        upstream = source.session if source is not None else await self._upstream()
+        if upstream is None:
+            session.session.reject(rid, RequestErrorCode.DOES_NOT_EXIST, "no such track")
+            return
+        start, end = fetch_range(msg)
+        try:
+            objects = await upstream.fetch(msg.namespace, msg.name, start, end)
+        except RequestRejected as exc:
+            session.session.reject(rid, exc.code, exc.reason)
+            return
+        # A cache of just this range, to serve it with the same code as a cached track.
+        cache = Track(msg.namespace, msg.name, max_groups=1 << 30, max_bytes=self.config.cache_bytes)
+        for obj in objects:
+            with contextlib.suppress(TrackError):
+                cache.append(
+                    CachedObject(
+                        obj.group_id,
+                        obj.subgroup_id,
+                        obj.object_id,
+                        obj.payload,
+                        obj.publisher_priority,
+                        obj.status,
+                        obj.properties,
+                    )
+                )
+        session.serve_fetch(rid, msg, cache)
+
+    async def _track_status(self, session: MoqSession, rid: int, msg: TrackStatus) -> None:
+        rt = self.tracks.get((msg.namespace, msg.name))
+        if rt is not None and rt.source is not None:
+            params = Parameters(largest_object=rt.track.largest) if rt.track.largest else Parameters()
+            session.session.accept(rid, params, rt.track.properties)
+            return
+        source = next(self._publishers(msg.namespace, exclude=session), None)
+        upstream = source.session if source is not None else await self._upstream()
+        if upstream is None:
+            session.session.reject(rid, RequestErrorCode.DOES_NOT_EXIST, "no such track")
+            return
+        try:
+            ok = await upstream.track_status(msg.namespace, msg.name)
+        except RequestRejected as exc:
+            session.session.reject(rid, exc.code, exc.reason)
+            return
+        session.session.accept(rid, ok.parameters, ok.properties)
+
+    # -- upstream relays ----------------------------------------------------------------------------------------
+
+    async def _upstream(self) -> MoqSession | None:
+        """A session to the first reachable `--upstream` relay (connected once, reused)."""
+        async with self._upstream_lock:
+            for url in self.config.upstream:
+                existing = self._upstreams.get(url)
+                if existing is not None and not existing.session.is_closed:
+                    return existing
+                try:
+                    upstream = await connect(
+                        url,
+                        fingerprint=self.config.upstream_fingerprint,
+                        verify=not self.config.upstream_insecure,
+                    )
+                except (OSError, ConnectionError, TimeoutError, Exception) as exc:
+                    logger.warning("upstream %s unreachable: %s", url, exc)
+                    continue
+                upstream.on_request = self._on_request  # an upstream may route requests to us too
+                self._upstreams[url] = upstream
+                logger.info("connected upstream %s (draft-%d)", url, upstream.version.value)
+                return upstream
+        return None
+
+
+def _rid(msg: Subscribe) -> int:
+    return msg.request_id

@@ -1,0 +1,83 @@
+"""Running a relay node: certificate, one UDP port for raw QUIC and WebTransport, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from moq.api import serve
+from moq.transport.server import MoqtServer
+from moq.transport.tls import CertificateBundle, load_certificate, load_or_create_dev_certificate
+from relay.config import GOAWAY_GRACE_SECONDS, RelayConfig
+from relay.relay import Relay
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningRelay:
+    """A relay that is up: its routing state, its server, and the certificate it presents."""
+
+    relay: Relay
+    server: MoqtServer
+    certificate: CertificateBundle
+    dev_certificate: bool
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def urls(self, host: str = "localhost") -> list[str]:
+        return [f"moqt://{host}:{self.port}/", f"https://{host}:{self.port}/"]
+
+    async def stop(self) -> None:
+        """GOAWAY every session, give them a moment, then close everything."""
+        await self.relay.close()
+        self.server.close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.server.wait_closed(), GOAWAY_GRACE_SECONDS)
+
+
+def certificate_for(config: RelayConfig) -> tuple[CertificateBundle, bool]:
+    """The configured certificate, or a development one kept (and renewed near expiry) in the state directory."""
+    if config.cert:
+        return load_certificate(config.cert, config.key), False
+    state = Path(config.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    return load_or_create_dev_certificate(state / "dev-cert.pem", state / "dev-key.pem"), True
+
+
+async def start_relay(config: RelayConfig) -> RunningRelay:
+    """Start a relay with `config`; returns once it listens."""
+    certificate, dev = certificate_for(config)
+    relay = Relay(config)
+    server = await serve(relay.handle_session, host=config.bind, port=config.port, certificate=certificate)
+    return RunningRelay(relay, server, certificate, dev)
+
+
+async def run_relay(config: RelayConfig, announce: bool = True) -> None:
+    """Run a relay until SIGINT / SIGTERM, then shut it down cleanly (GOAWAY, then close)."""
+    running = await start_relay(config)
+    if announce:
+        describe(running)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    logger.info("shutting down: GOAWAY to %d sessions", len(running.relay.sessions))
+    await running.stop()
+
+
+def describe(running: RunningRelay) -> None:
+    """Log what a person needs to use the relay: where it listens and how to trust its certificate."""
+    logger.info("relay listening on UDP port %d (raw QUIC and WebTransport)", running.port)
+    for url in running.urls():
+        logger.info("  %s", url)
+    kind = "development certificate" if running.dev_certificate else "certificate"
+    logger.info("%s sha-256 fingerprint: %s", kind, running.certificate.fingerprint_hex)

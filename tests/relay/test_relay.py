@@ -1,0 +1,250 @@
+"""The relay end to end on loopback: fan-out, late joiners, FETCH from cache, publishers leaving and returning,
+relay chains, hostile sessions. Real QUIC and WebTransport, drafts 22 and 18."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from moq.api import MoqSession, Subscription
+from moq.errors import RequestRejected
+from moq.model import CachedObject, Track
+from moq.wire.codes import PublishDoneCode, RequestErrorCode, SessionErrorCode
+from moq.wire.messages import Subscribe, encode_message
+from moq.wire.params import Parameters
+from moq.wire.primitives import Location
+from moq.wire.version import Version
+from relay.config import RelayConfig
+from relay.server import start_relay
+
+from .conftest import client, relay_running, run, url_of
+
+NS = (b"live", b"show")
+KINDS = ["quic", "webtransport"]
+VERSIONS = [Version.DRAFT_22, Version.DRAFT_18]
+
+
+async def publisher_of(
+    running: object, kind: str, version: Version, name: bytes = b"video"
+) -> tuple[MoqSession, Track]:
+    pub = await client(running, kind, version)  # type: ignore[arg-type]
+    track = pub.add_track(Track(NS, name))
+    await pub.publish_namespace(NS)
+    return pub, track
+
+
+def produce(track: Track, groups: range, objects: int = 5, size: int = 2000) -> list[tuple[int, int, bytes]]:
+    sent = []
+    for group in groups:
+        for oid in range(objects):
+            payload = bytes([group % 256, oid % 256]) * (size // 2)
+            track.append(CachedObject(group, 0, oid, payload))
+            sent.append((group, oid, payload))
+        track.end_subgroup(group, 0)
+    return sent
+
+
+async def read_all(sub: Subscription) -> list[tuple[int, int, bytes]]:
+    return [(o.group_id, o.object_id, o.payload) async for o in sub]
+
+
+def by_group(objects: list[tuple[int, int, bytes]]) -> dict[int, list[tuple[int, int, bytes]]]:
+    out: dict[int, list[tuple[int, int, bytes]]] = {}
+    for item in objects:
+        out.setdefault(item[0], []).append(item)
+    return out
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("version", VERSIONS, ids=lambda v: f"draft-{v.value}")
+def test_fan_out_to_20_subscribers_with_one_upstream_subscription(tmp_path: Path, kind: str, version: Version) -> None:
+    async def scenario() -> None:
+        async with relay_running(tmp_path) as running:
+            pub, track = await publisher_of(running, kind, version)
+            subscribers = [await client(running, kind, version) for _ in range(20)]
+            subs = [await s.subscribe(NS, "video") for s in subscribers]
+            assert running.relay.upstream_subscriptions == 1
+            sent = produce(track, range(4))
+            track.end_track()
+            results = await asyncio.gather(*(read_all(sub) for sub in subs))
+            for got, sub in zip(results, subs, strict=True):
+                # Each subgroup arrives whole and in order; groups travel on their own streams.
+                assert by_group(got) == by_group(sent)
+                assert sub.done is not None and sub.done.status_code == PublishDoneCode.TRACK_ENDED
+            assert pub.objects_sent == len(sent)  # the publisher sent each object once, for 20 readers
+            for s in [pub, *subscribers]:
+                s.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_late_joiner_starts_at_the_latest_group_and_fetch_is_served_from_cache(tmp_path: Path, kind: str) -> None:
+    async def scenario() -> None:
+        async with relay_running(tmp_path) as running:
+            pub, track = await publisher_of(running, kind, Version.DRAFT_22)
+            early_session = await client(running, kind)
+            early = await early_session.subscribe(NS, "video")
+            sent = produce(track, range(3))
+            # Wait until the early subscriber has everything, so the relay's cache holds groups 0-2.
+            got_early: list[tuple[int, int, bytes]] = []
+            while len(got_early) < len(sent):
+                obj = await early.next()
+                assert obj is not None
+                got_early.append((obj.group_id, obj.object_id, obj.payload))
+            late_session = await client(running, kind)
+            late = await late_session.subscribe(NS, "video")
+            assert late.ok is not None and late.ok.parameters.largest_object == Location(2, 4)
+            first = await late.next()
+            assert first is not None and (first.group_id, first.object_id) == (2, 0)  # the latest group, whole
+            # FETCH of cached groups, byte for byte, served by the relay (the publisher sends nothing more).
+            before = pub.objects_sent
+            fetched = await late_session.fetch(NS, "video", Location(0, 0), Location(1, 4))
+            assert [(o.group_id, o.object_id, o.payload) for o in fetched] == [s for s in sent if s[0] <= 1]
+            assert pub.objects_sent == before
+            for s in (pub, early_session, late_session):
+                s.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("version", VERSIONS, ids=lambda v: f"draft-{v.value}")
+def test_publisher_leaves_and_returns(tmp_path: Path, kind: str, version: Version) -> None:
+    async def scenario() -> None:
+        async with relay_running(tmp_path) as running:
+            pub, track = await publisher_of(running, kind, version)
+            watcher = await client(running, kind, version)
+            sub = await watcher.subscribe(NS, "video")
+            produce(track, range(1))
+            first = await sub.next()
+            assert first is not None and first.group_id == 0
+            pub.close()  # the publisher goes away
+            rest = [o async for o in sub]
+            assert sub.done is not None and sub.done.status_code == PublishDoneCode.GOING_AWAY
+            assert all(o.group_id == 0 for o in rest)
+            # It comes back; the subscriber that is still there subscribes again and gets new objects.
+            pub2, track2 = await publisher_of(running, kind, version)
+            sub2 = await watcher.subscribe(NS, "video")
+            produce(track2, range(10, 12))
+            track2.end_track()
+            again = [(o.group_id, o.object_id) async for o in sub2]
+            assert sorted(again) == [(g, o) for g in (10, 11) for o in range(5)]
+            for s in (pub2, watcher):
+                s.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_two_relays_in_a_chain(tmp_path: Path, kind: str) -> None:
+    async def scenario() -> None:
+        async with relay_running(tmp_path / "origin") as origin:
+            edge_config = RelayConfig(
+                bind="127.0.0.1",
+                port=0,
+                state_dir=str(tmp_path / "edge"),
+                upstream=[url_of(origin, kind)],
+                upstream_fingerprint=origin.certificate.fingerprint_hex,
+            )
+            edge = await start_relay(edge_config)
+            try:
+                pub, track = await publisher_of(origin, kind, Version.DRAFT_22)
+                viewer = await client(edge, kind)
+                sub = await viewer.subscribe(NS, "video")
+                sent = produce(track, range(3))
+                track.end_track()
+                got = [(o.group_id, o.object_id, o.payload) async for o in sub]
+                assert by_group(got) == by_group(sent)
+                assert edge.relay.upstream_subscriptions == 1 and origin.relay.upstream_subscriptions == 1
+                pub.close()
+                viewer.close()
+            finally:
+                await edge.stop()
+
+    run(scenario())
+
+
+def test_subscribe_errors_and_rendezvous(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with relay_running(tmp_path) as running:
+            viewer = await client(running, "quic")
+            with pytest.raises(RequestRejected) as info:
+                await viewer.subscribe((b"nobody",), "here")
+            assert info.value.code == RequestErrorCode.DOES_NOT_EXIST
+            with pytest.raises(RequestRejected) as info:
+                await viewer.subscribe((b"nobody",), "here", Parameters(rendezvous_timeout=200))
+            assert info.value.code == RequestErrorCode.TIMEOUT
+            # Subscribe first, publisher a moment later: the rendezvous holds the SUBSCRIBE until it arrives.
+            waiting = asyncio.ensure_future(viewer.subscribe(NS, "video", Parameters(rendezvous_timeout=10_000)))
+            pub, track = await publisher_of(running, "quic", Version.DRAFT_22)
+            sub = await asyncio.wait_for(waiting, 10)
+            produce(track, range(1))
+            track.end_track()
+            assert len([o async for o in sub]) == 5
+            pub.close()
+            viewer.close()
+
+    run(scenario())
+
+
+def test_namespace_discovery(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with relay_running(tmp_path) as running:
+            viewer = await client(running, "quic")
+            watch = await viewer.subscribe_namespace((b"live",))
+            pub, _ = await publisher_of(running, "quic", Version.DRAFT_22)
+            changes = aiter(watch)
+            assert await anext(changes) == (True, NS)
+            pub.close()
+            assert await anext(changes) == (False, NS)
+            viewer.close()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("garbage", ["bytes", "oversized", "request-id"])
+def test_a_hostile_session_is_closed_and_the_broadcast_goes_on(tmp_path: Path, garbage: str) -> None:
+    async def scenario() -> None:
+        async with relay_running(tmp_path) as running:
+            pub, track = await publisher_of(running, "quic", Version.DRAFT_22)
+            viewer = await client(running, "quic")
+            sub = await viewer.subscribe(NS, "video")
+            sent = produce(track, range(2))
+            hostile = await client(running, "quic")
+            conn = hostile.conn
+            sid = await conn.open_bidi_stream()
+            if garbage == "bytes":
+                conn.send(sid, b"\xff\x00\x13garbage-that-is-no-message")
+                expected = SessionErrorCode.PROTOCOL_VIOLATION
+            elif garbage == "oversized":
+                conn.send(sid, b"\x03\xff\xff" + b"\x00" * 70_000)  # a SUBSCRIBE whose body is not what it says
+                expected = SessionErrorCode.PROTOCOL_VIOLATION
+            else:
+                # A client's request ids are even: 1 is a server's (§6.4.2.1).
+                conn.send(sid, encode_message(Subscribe(1, NS, b"video"), Version.DRAFT_22))
+                expected = SessionErrorCode.INVALID_REQUEST_ID
+            await asyncio.wait_for(hostile.wait_closed(), 10)
+            assert hostile.close_reason is not None and hostile.close_reason[0] == expected
+            sent += produce(track, range(2, 4))
+            track.end_track()
+            got = [(o.group_id, o.object_id, o.payload) async for o in sub]
+            assert by_group(got) == by_group(sent)  # no object lost for anyone else
+            pub.close()
+            viewer.close()
+
+    run(scenario())
+
+
+def test_the_cli_config_file_and_flags(tmp_path: Path) -> None:
+    from relay.config import load_config
+
+    path = tmp_path / "relay.toml"
+    path.write_text('port = 5000\ncache-groups = 3\nupstream = ["moqt://origin:4443/"]\n')
+    config = load_config(path, port=6000, bind=None)
+    assert (config.port, config.cache_groups, config.upstream) == (6000, 3, ["moqt://origin:4443/"])
+    path.write_text("no_such_setting = 1\n")
+    with pytest.raises(Exception, match="no_such_setting"):
+        load_config(path)
