@@ -569,7 +569,8 @@ class FetchObjectEncoder:
     ) -> bytes:
         """The fields of one fetch object up to its payload; `subgroup_id` None = a Datagram-preference object."""
         _check_priority(publisher_priority)
-        for value in (group_id, object_id, payload_length):
+        # The subgroup too: 2^64 would otherwise match "prior + 1" after 2^64-1 and be written with no field.
+        for value in (group_id, object_id, payload_length, 0 if subgroup_id is None else subgroup_id):
             if not 0 <= value <= MAX_VARINT:
                 raise EncodeError(f"value out of varint range: {value}")
         flags, fields = self._locate(group_id, object_id)

@@ -114,7 +114,12 @@ class RangeFilter(msgspec.Struct, frozen=True):
 
 
 class FillParameters(msgspec.Struct, frozen=True):
-    """FILL_PARAMETERS (0x23, draft-20+): the parameters of a fill fetch, their own delta scope, no count."""
+    """FILL_PARAMETERS (0x23, draft-20+): the parameters of a fill fetch, in their own delta scope.
+
+    Wire form: Length, then `Number of Parameters` and the parameters, "encoded as if they were Parameters for a
+    separate message" (draft-21 §9.20.16), i.e. with their count, as a message's Parameters field is. aiomoqt
+    0.13 writes it so too; see docs/INTEROP-NOTES.md.
+    """
 
     fill_timeout: int | None = None
     subscriber_priority: int | None = None
@@ -437,9 +442,9 @@ def pull_parameters(buf: Buffer, end: int, version: Version, message_type: int) 
 
 
 def _pull_block(
-    buf: Buffer, end: int, version: Version, allowed: frozenset[ParameterType], count: int | None
+    buf: Buffer, end: int, version: Version, allowed: frozenset[ParameterType], count: int, where: str = "this message"
 ) -> tuple[dict[str, Any], InvalidFilter | None]:
-    """Read `count` parameters, or (count None: FILL_PARAMETERS) parameters until exactly `end`.
+    """Read `count` parameters, none past `end`.
 
     Returns the struct fields read and the first `InvalidFilter` met (kept, not raised, so that a session error
     later in the block still wins).
@@ -449,7 +454,7 @@ def _pull_block(
     pending: InvalidFilter | None = None
     kind = 0
     index = 0
-    while (index < count) if count is not None else (buf.tell() < end):
+    while index < count:
         index += 1
         kind += pull_varint(buf)
         if kind > MAX_VARINT:
@@ -458,7 +463,6 @@ def _pull_block(
         if known is None or known not in defined:
             raise ProtocolViolation(_PV, f"unknown message parameter {_name(kind)} in {version.alpn}")
         if known not in allowed:
-            where = "FILL_PARAMETERS" if count is None else "this message"
             raise ProtocolViolation(_PV, f"parameter {known.name} is not allowed in {where}")
         field = _FIELD[known]
         repeatable = known in REPEATABLE
@@ -666,9 +670,16 @@ def _pull_range_filter(buf: Buffer, end: int, version: Version, kind: ParameterT
 
 
 def _pull_fill_parameters(buf: Buffer, end: int, version: Version, kind: ParameterType) -> FillParameters:
-    """FILL_PARAMETERS (draft-21 §9.20.16): Length, then parameters of Table 6 with their own delta scope, no count."""
+    """FILL_PARAMETERS (draft-21 §9.20.16): Length, then Number of Parameters and parameters of Table 6, their
+    own delta scope, filling the Length exactly."""
     length = pull_length(buf, end, "FILL_PARAMETERS")
-    fields, pending = _pull_block(buf, buf.tell() + length, version, FILL_ALLOWED, None)
+    stop = buf.tell() + length
+    count = pull_varint(buf)
+    if buf.tell() > stop:
+        raise ProtocolViolation(_PV, "FILL_PARAMETERS count runs past its length")
+    fields, pending = _pull_block(buf, stop, version, FILL_ALLOWED, count, "FILL_PARAMETERS")
+    if buf.tell() != stop:
+        raise ProtocolViolation(_PV, "FILL_PARAMETERS does not fill its length exactly")
     if pending is not None:
         raise pending
     return FillParameters(**fields)
@@ -888,8 +899,8 @@ def _push_range_filter(out: bytearray, value: RangeFilter, version: Version, kin
 
 def _push_fill_parameters(out: bytearray, value: FillParameters, version: Version, kind: ParameterType) -> None:
     body = bytearray()
-    _encode_block(body, value, version, FILL_ALLOWED, "FILL_PARAMETERS")
-    _push_length_prefixed(out, body)
+    count = _encode_block(body, value, version, FILL_ALLOWED, "FILL_PARAMETERS")
+    _push_length_prefixed(out, encode_varint(count) + body)
 
 
 _ENCODERS: dict[ParameterType, _Encoder] = {

@@ -1,7 +1,8 @@
 """Hypothesis strategies for wire values and control messages, reusable by round-trip and fuzz tests.
 
 `messages(version)` draws any valid control message of that draft (valid = `encode_message` accepts it and
-`decode_message` gives it back). `message_of(cls, version)` draws one message class. Message Parameters are drawn
+`decode_message` gives it back). `message_of(cls, version)` draws one message class. Both are cached: building
+`st.builds` strategies for msgspec classes is slow, drawing from a built one is not. Message Parameters are drawn
 only from the parameters the parameter codec accepts for that message under that draft: which ones those are is
 found by asking the codec (`_allowed_fields`), so these strategies follow `moq.wire.params` instead of duplicating
 its tables.
@@ -224,6 +225,7 @@ def _allowed_fields(version: Version, message_type: int) -> tuple[str, ...]:
     )
 
 
+@cache
 def parameters(version: Version, message_type: int) -> st.SearchStrategy[Parameters]:
     """Message Parameters the codec accepts, and gives back unchanged, for `message_type` under `version`."""
     allowed = _allowed_fields(version, message_type)
@@ -353,6 +355,7 @@ def _builders(version: Version) -> dict[type[Message], Callable[[], st.SearchStr
     }
 
 
+@cache
 def message_of(cls: type[Message], version: Version) -> st.SearchStrategy[Message]:
     """Valid messages of class `cls` under `version` (the class must exist in that draft)."""
     if cls not in message_classes(version):
@@ -361,6 +364,7 @@ def message_of(cls: type[Message], version: Version) -> st.SearchStrategy[Messag
     return strategy
 
 
+@cache
 def messages(version: Version) -> st.SearchStrategy[Message]:
     """Any valid control message of `version`."""
     return st.one_of(*(message_of(cls, version) for cls in message_classes(version)))

@@ -741,3 +741,11 @@ def test_report_subgroup_parse_throughput(capsys: pytest.CaptureFixture[str]) ->
     assert received == count + 1
     with capsys.disabled():
         print(f"\nsubgroup parser: {count / elapsed:,.0f} objects/s (1200-byte payloads, fed in 1200-byte pieces)")
+
+
+def test_fetch_encoder_refuses_a_subgroup_id_past_2_64() -> None:
+    """After subgroup 2^64-1, 2^64 is not "prior + 1" (found by the JS cross-tests): it is out of range."""
+    enc = FetchObjectEncoder(Version.DRAFT_22)
+    enc.object_header(0, MAX_VARINT, 0, 128, None, 0)
+    with pytest.raises(EncodeError):
+        enc.object_header(0, MAX_VARINT + 1, 1, 128, None, 0)

@@ -353,21 +353,31 @@ def test_repeatable_parameters_repeat_with_delta_zero() -> None:
     assert _decode(data.hex(), D22, M.SUBSCRIBE) == params
 
 
-def test_fill_parameters_have_their_own_delta_scope_and_no_count() -> None:
+def test_fill_parameters_have_their_own_delta_scope_and_a_count() -> None:
+    """Draft-21 §9.20.16: "encoded as if they were Parameters for a separate message", i.e. Number of Parameters
+    first, as in a message. aiomoqt 0.13 sends `23 04 01 21 01 02` for a relative-start-group-2 fill."""
     params = Parameters(
         subscriber_priority=1,
         fill_parameters=FillParameters(
             subscriber_priority=2, location_filter=LocationFilter(F.RELATIVE_START_GROUP, 1)
         ),
     )
-    # outer: 0x20 = 01; 0x23 (delta 3), Length 5: inner 0x20 (delta 0x20 again) = 02, 0x21 (delta 1) Length 1, 01
-    text = "02 20 01 03 05 20 02 01 01 01"
+    # outer: 0x20 = 01; 0x23 (delta 3), Length 6: count 2, inner 0x20 (delta 0x20 again) = 02,
+    # 0x21 (delta 1) Length 1, StartGroup 01
+    text = "02 20 01 03 06 02 20 02 01 01 01"
     assert encode_parameters(params, D21, M.SUBSCRIBE) == _hex(text)
     assert _decode(text, D21, M.SUBSCRIBE) == params
     # draft-22: the inner filter is type 01 + StartGroup; same bytes by coincidence of Length 1 == type 0x01.
     assert _decode(text, D22, M.SUBSCRIBE) == params
+    # The bytes aiomoqt sent us (draft-22): Next Object, and a fill from StartGroup 2 back.
+    aiomoqt = _decode("02 21 05 02 04 01 21 01 02", D22, M.SUBSCRIBE)
+    assert aiomoqt.location_filter == LocationFilter(F.NEXT_OBJECT)
+    assert aiomoqt.fill_parameters == FillParameters(location_filter=LocationFilter(F.RELATIVE_START_GROUP, 2))
     # An empty FILL_PARAMETERS is a real value: it asks for a fill with the subscription's own parameters.
-    assert _decode("01 23 00", D21, M.REQUEST_UPDATE) == Parameters(fill_parameters=FillParameters())
+    assert _decode("01 23 01 00", D21, M.REQUEST_UPDATE) == Parameters(fill_parameters=FillParameters())
+    # The count must match the Length: one too many, or bytes left over, are refused.
+    _refuse("01 23 01 01", D21, M.SUBSCRIBE)
+    _refuse("01 23 04 00 20 02 00", D21, M.SUBSCRIBE)
 
 
 def test_empty_namespace_prefix_is_a_value_not_absence() -> None:
@@ -572,7 +582,7 @@ def test_range_overflow_is_invalid_filter_not_a_session_error() -> None:
         f"01 25 0b 00 {MAX} 01",  # End = Start + 1 = 2^64
         f"01 26 0c 00 {MAX} 00 01",  # second Start = previous End + 1 = 2^64
         f"01 28 0c 00 02 {MAX} 01",  # likewise after a Property Type
-        f"01 23 0d 25 0b 00 {MAX} 01",  # inside FILL_PARAMETERS
+        f"01 23 0e 01 25 0b 00 {MAX} 01",  # inside FILL_PARAMETERS
     ]
     for text in cases:
         data = _hex(text)
