@@ -1204,16 +1204,7 @@ class Session:
             self._on_first_response(request, msg)
             return
         if isinstance(msg, (RequestOk, RequestError)) and request.our_updates:
-            update_id = request.our_updates.popleft()
-            self._updates.pop(update_id, None)
-            self._emit(
-                UpdateAnswered(
-                    request.request_id,
-                    update_id,
-                    msg if isinstance(msg, RequestOk) else None,
-                    msg if isinstance(msg, RequestError) else None,
-                )
-            )
+            self._on_update_answer(request, msg)
             return
         kind = request.message
         if isinstance(kind, Subscribe) and isinstance(msg, PublishDone):
@@ -1286,6 +1277,9 @@ class Session:
         """A message from the peer on a request it sent us (or on its PUBLISH: also PUBLISH_DONE etc.)."""
         if isinstance(msg, RequestUpdate):
             self._on_peer_update(request, msg)
+        elif isinstance(msg, (RequestOk, RequestError)) and request.our_updates:
+            # The answer to our REQUEST_UPDATE on the peer's PUBLISH (we are its subscriber, §9.5).
+            self._on_update_answer(request, msg)
         elif isinstance(request.message, Publish) and isinstance(msg, PublishDone):
             # The peer published to us and is done: same draining as for our SUBSCRIBE.
             self._on_publish_done(request, msg, 0.0)
@@ -1295,6 +1289,14 @@ class Session:
             raise ProtocolViolation(
                 _PV, f"unexpected {type(msg).__name__} from the requester of {type(request.message).__name__}"
             )
+
+    def _on_update_answer(self, request: _Request, msg: RequestOk | RequestError) -> None:
+        """REQUEST_OK / REQUEST_ERROR for the oldest REQUEST_UPDATE we sent on this request (answers are in order)."""
+        update_id = request.our_updates.popleft()
+        self._updates.pop(update_id, None)
+        ok = msg if isinstance(msg, RequestOk) else None
+        error = msg if isinstance(msg, RequestError) else None
+        self._emit(UpdateAnswered(request.request_id, update_id, ok, error))
 
     def _on_peer_update(self, request: _Request, msg: RequestUpdate) -> None:
         self._peer_ids.use(msg.request_id)

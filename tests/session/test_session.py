@@ -283,6 +283,24 @@ def test_publish_objects_may_precede_publish_ok(pair: Pair) -> None:
     assert one(events, SubscriptionEnded).message.stream_count == 1
 
 
+def test_subscriber_of_a_publish_updates_it(pair: Pair) -> None:
+    """The receiver of PUBLISH may REQUEST_UPDATE it (e.g. FORWARD=1 to unpause, §9.5) and gets the answer."""
+    pair.take("client"), pair.take("server")
+    rid = pair.client.publish(NS, b"audio", Parameters(forward=0))
+    pair.pump()
+    one(pair.take("server"), RequestReceived)
+    pair.server.accept(rid)
+    uid = pair.server.request_update(rid, Parameters(forward=1))
+    pair.pump()
+    updated = one(pair.take("client"), RequestUpdated)
+    assert updated.update_id == uid and updated.parameters.forward == 1
+    pair.client.accept_update(uid)
+    pair.pump()
+    answered = one(pair.take("server"), UpdateAnswered)
+    assert answered.update_id == uid and answered.ok is not None
+    assert not pair.server.is_closed and not pair.client.is_closed
+
+
 def test_publish_rejected(pair: Pair) -> None:
     pair.take("client")
     rid = pair.client.publish(NS, b"audio")
