@@ -78,15 +78,20 @@ class RelayTrack:
 
     key: TrackKey
     track: Track
-    source: MoqSession | None = None
-    source_request: int | None = None
-    ready: asyncio.Future[None] | None = None  # resolved when the upstream subscription is established
+    #: Where objects come from: each upstream session and its request id (a SUBSCRIBE of ours or its PUBLISH).
+    sources: dict[MoqSession, int] = field(default_factory=dict)
+    ready: asyncio.Future[None] | None = None  # resolved when the first upstream subscription is established
     subscribers: set[tuple[MoqSession, int]] = field(default_factory=set)
     published: bool = False  # came from a PUBLISH (not a SUBSCRIBE of ours)
+    paused: bool = False  # a PUBLISH with FORWARD=0 that no subscriber has asked us to unpause yet
 
     @property
     def name(self) -> str:
         return render_name(self.key[0], self.key[1])
+
+    @property
+    def live(self) -> bool:
+        return bool(self.sources) and not self.track.is_ended
 
 
 class Relay:
@@ -113,10 +118,13 @@ class Relay:
 
     # -- sessions -----------------------------------------------------------------------------------------------
 
-    async def handle_session(self, session: MoqSession) -> None:
-        """Own one downstream session until it ends (the `serve()` handler)."""
+    def prepare(self, session: MoqSession) -> None:
+        """Route a new session's requests to the relay, before its SETUP (the `serve()` prepare hook)."""
         session.on_request = self._on_request
         session.on_cancel = self.on_cancelled
+
+    async def handle_session(self, session: MoqSession) -> None:
+        """Own one downstream session until it ends (the `serve()` handler)."""
         self.sessions.add(session)
         logger.info(
             "[%s] session up, draft-%d, %s",
@@ -139,8 +147,8 @@ class Relay:
         self.track_watchers = [w for w in self.track_watchers if w.session is not session]
         for rt in list(self.tracks.values()):
             rt.subscribers = {(s, r) for (s, r) in rt.subscribers if s is not session}
-            if rt.source is session:
-                self._end_track(rt, PublishDoneCode.GOING_AWAY, "the publisher left")
+            if session in rt.sources:
+                self._source_ended(rt, session, PublishDoneCode.GOING_AWAY, "the publisher left")
             elif not rt.subscribers and not rt.published:
                 self._drop_track(rt)
 
@@ -183,8 +191,8 @@ class Relay:
         for rt in list(self.tracks.values()):
             if (session, event.request_id) in rt.subscribers:
                 self._unsubscribe(rt, session, event.request_id)
-            if rt.source is session and rt.source_request == event.request_id:
-                self._end_track(rt, PublishDoneCode.GOING_AWAY, "the publisher cancelled")
+            if rt.sources.get(session) == event.request_id:
+                self._source_ended(rt, session, PublishDoneCode.GOING_AWAY, "the publisher cancelled")
 
     # -- namespaces ---------------------------------------------------------------------------------------------
 
@@ -264,6 +272,8 @@ class Relay:
         except SessionError:
             return  # the subscriber cancelled while we waited
         rt.subscribers.add((session, rid))
+        if msg.parameters.forward != 0:
+            self._unpause(rt)
         task = session._serving.get(rid)
         if task is not None:
             task.add_done_callback(lambda _: self._unsubscribe(rt, session, rid))
@@ -285,11 +295,11 @@ class Relay:
                 if not rt.track.is_ended:
                     return rt
                 continue
-            if rt is not None and rt.source is not None and not rt.track.is_ended:
+            if rt is not None and rt.live:
                 return rt
-            source = next(self._publishers(key[0]), None)
-            if source is not None or self.config.upstream:
-                rt = await self._open_upstream(key, source)
+            sources = list(self._publishers(key[0]))
+            if sources or self.config.upstream:
+                rt = await self._open_upstream(key, sources)
                 if rt is not None:
                     return rt
                 if msg is not None:
@@ -311,34 +321,60 @@ class Relay:
         seconds = asked / 1000 if asked is not None else self.config.rendezvous_timeout
         return min(seconds, MAX_RENDEZVOUS_SECONDS)
 
-    async def _open_upstream(self, key: TrackKey, source: Announcement | None) -> RelayTrack | None:
-        """Subscribe upstream for `key` once, however many downstream subscribers wait for it."""
+    async def _open_upstream(self, key: TrackKey, announcements: list[Announcement]) -> RelayTrack | None:
+        """Subscribe upstream for `key` once, however many downstream subscribers wait for it: to every session
+        that published a matching namespace (draft-22 §7), or to an upstream relay when none did. The track is
+        ready with the first upstream SUBSCRIBE_OK; it fails only when every upstream refused."""
         loop = asyncio.get_running_loop()
         track = Track(key[0], key[1], max_groups=self.config.cache_groups, max_bytes=self.config.cache_bytes)
         rt = RelayTrack(key, track, ready=loop.create_future())
         self.tracks[key] = rt
-        assert rt.ready is not None
-        try:
-            upstream = source.session if source is not None else await self._upstream()
-            if upstream is None:
-                raise RequestRejected(RequestErrorCode.DOES_NOT_EXIST, "no upstream")
-            sub = await upstream.subscribe(key[0], key[1], Parameters(forward=1), into=track)
-        except (RequestRejected, ConnectionError, OSError) as exc:
-            self.tracks.pop(key, None)
-            error = (
-                exc if isinstance(exc, RequestRejected) else RequestRejected(RequestErrorCode.INTERNAL_ERROR, str(exc))
-            )
-            rt.ready.set_exception(error)
-            rt.ready.exception()  # retrieved: waiters re-raise it themselves
-            return None
-        if sub.ok is not None:
-            track.properties = sub.ok.properties
-        rt.source, rt.source_request = upstream, sub.request_id
-        self.upstream_subscriptions += 1
-        logger.info("subscribed upstream for %s", rt.name)
-        rt.ready.set_result(None)
-        self._watch_end(rt)
-        return rt
+        ready = rt.ready
+        assert ready is not None
+        upstreams = list(dict.fromkeys(a.session for a in announcements))
+        if not upstreams:
+            relay_upstream = await self._upstream()
+            upstreams = [relay_upstream] if relay_upstream is not None else []
+        errors: list[RequestRejected] = []
+
+        async def subscribe(upstream: MoqSession) -> None:
+            try:
+                sub = await upstream.subscribe(key[0], key[1], Parameters(forward=1), into=track)
+            except (RequestRejected, ConnectionError, OSError) as exc:
+                if not isinstance(exc, RequestRejected):
+                    exc = RequestRejected(RequestErrorCode.INTERNAL_ERROR, str(exc))
+                errors.append(exc)
+                return
+            if track.is_ended or self.tracks.get(key) is not rt:
+                sub.cancel()  # everyone left while we waited
+                return
+            sub.on_end = lambda _sub, status, reason: self._source_ended(rt, upstream, status, reason)
+            rt.sources[upstream] = sub.request_id
+            self.upstream_subscriptions += 1
+            if sub.ok is not None and not track.properties:
+                track.properties = sub.ok.properties
+            logger.info("subscribed upstream for %s (%d source(s))", rt.name, len(rt.sources))
+            if not ready.done():
+                ready.set_result(None)
+
+        attempts: asyncio.Future[list[None]] = asyncio.ensure_future(asyncio.gather(*(subscribe(u) for u in upstreams)))
+        first: set[asyncio.Future[Any]] = {attempts, ready}
+        await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+        if ready.done():
+            self._spawn(_settle(attempts))  # later sources join as they answer
+            self._watch_end(rt)
+            return rt
+        self.tracks.pop(key, None)
+        error = errors[-1] if errors else RequestRejected(RequestErrorCode.DOES_NOT_EXIST, "no upstream")
+        ready.set_exception(error)
+        ready.exception()  # retrieved: waiters re-raise it themselves
+        return None
+
+    def _source_ended(self, rt: RelayTrack, session: MoqSession, status: int, reason: str) -> None:
+        """One upstream of `rt` ended; the track ends with the last one."""
+        rt.sources.pop(session, None)
+        if not rt.sources:
+            self._end_track(rt, status, reason)
 
     def _watch_end(self, rt: RelayTrack) -> None:
         """Drop the track from routing once its upstream ends (downstream writers finish from the cache)."""
@@ -360,12 +396,15 @@ class Relay:
     def _drop_track(self, rt: RelayTrack) -> None:
         """The last subscriber left: end the upstream subscription (§7: it ends when the last one leaves)."""
         self.tracks.pop(rt.key, None)
-        if rt.source is not None and rt.source_request is not None:
-            sub = rt.source._subscriptions.get(rt.source_request)
+        for source, request_id in list(rt.sources.items()):
+            sub = source._subscriptions.get(request_id)
             if sub is not None:
                 sub.track = None  # don't let the upstream's end touch a cache nobody reads
+                sub.on_end = None
                 sub.cancel()
+        if rt.sources:
             logger.info("last subscriber left %s: unsubscribed upstream", rt.name)
+        rt.sources.clear()
 
     def _end_track(self, rt: RelayTrack, status: int, reason: str) -> None:
         rt.track.end_track(status, reason)
@@ -377,7 +416,7 @@ class Relay:
     def _publish(self, session: MoqSession, rid: int, msg: Publish) -> None:
         key = (msg.namespace, msg.name)
         old = self.tracks.get(key)
-        if old is not None and old.source is not None and not old.track.is_ended and old.published:
+        if old is not None and old.live and old.published:
             session.session.reject(rid, RequestErrorCode.UNINTERESTED, "the track is already published")
             return
         track = Track(
@@ -387,9 +426,12 @@ class Relay:
             max_groups=self.config.cache_groups,
             max_bytes=self.config.cache_bytes,
         )
-        rt = RelayTrack(key, track, source=session, source_request=rid, published=True)
+        rt = RelayTrack(key, track, sources={session: rid}, published=True, paused=msg.parameters.forward == 0)
         self.tracks[key] = rt
         session.accept_publish(rid, msg, track)
+        sub = session._subscriptions.get(rid)
+        if sub is not None:
+            sub.on_end = lambda _sub, status, reason: self._source_ended(rt, session, status, reason)
         self._watch_end(rt)
         logger.info("[%s] publishes track %s", session.session.session_id, rt.name)
         for watcher in self.track_watchers:
@@ -409,7 +451,7 @@ class Relay:
         self.track_watchers.append(watcher)
         session.session.accept(rid)
         for rt in list(self.tracks.values()):
-            if rt.published and namespace_has_prefix(rt.key[0], prefix) and rt.source is not session:
+            if rt.published and rt.live and namespace_has_prefix(rt.key[0], prefix) and session not in rt.sources:
                 self._offer(watcher, rt)
 
     def _offer(self, watcher: Watcher, rt: RelayTrack) -> None:
@@ -421,6 +463,17 @@ class Relay:
                 rt.subscribers.add((watcher.session, rid))
 
         self._spawn(offer())
+
+    def _unpause(self, rt: RelayTrack) -> None:
+        """A subscriber wants a track PUBLISHed paused: ask its publisher to forward (REQUEST_UPDATE FORWARD=1;
+        from draft-20 on PUBLISH_OK cannot carry FORWARD, draft-22 §7)."""
+        if not rt.paused:
+            return
+        rt.paused = False
+        for source, request_id in rt.sources.items():
+            with contextlib.suppress(SessionError):
+                source.session.request_update(request_id, Parameters(forward=1))
+                source._flush()
 
     def _publisher_arrived(self) -> None:
         self._changed.set()
@@ -466,7 +519,7 @@ class Relay:
 
     async def _track_status(self, session: MoqSession, rid: int, msg: TrackStatus) -> None:
         rt = self.tracks.get((msg.namespace, msg.name))
-        if rt is not None and rt.source is not None:
+        if rt is not None and rt.live:
             params = Parameters(largest_object=rt.track.largest) if rt.track.largest else Parameters()
             session.session.accept(rid, params, rt.track.properties)
             return
@@ -505,6 +558,12 @@ class Relay:
                 logger.info("connected upstream %s (draft-%d)", url, upstream.version.value)
                 return upstream
         return None
+
+
+async def _settle(waiter: asyncio.Future[Any]) -> None:
+    """Let the remaining upstream attempts finish (their outcome is handled where they run)."""
+    with contextlib.suppress(Exception):
+        await waiter
 
 
 def _rid(msg: Subscribe) -> int:

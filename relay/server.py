@@ -55,7 +55,9 @@ async def start_relay(config: RelayConfig) -> RunningRelay:
     """Start a relay with `config`; returns once it listens."""
     certificate, dev = certificate_for(config)
     relay = Relay(config)
-    server = await serve(relay.handle_session, host=config.bind, port=config.port, certificate=certificate)
+    server = await serve(
+        relay.handle_session, host=config.bind, port=config.port, certificate=certificate, prepare=relay.prepare
+    )
     return RunningRelay(relay, server, certificate, dev)
 
 

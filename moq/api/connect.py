@@ -49,12 +49,18 @@ async def serve(
     port: int = 0,
     certificate: CertificateBundle,
     versions: Sequence[Version] = SUPPORTED_VERSIONS,
+    prepare: Callable[[MoqSession], None] | None = None,
 ) -> server.MoqtServer:
     """Serve raw QUIC and WebTransport on one UDP port; each session, once SETUP is done, goes to `handler`,
-    which owns it until it returns (then the session is closed)."""
+    which owns it until it returns (then the session is closed).
+
+    `prepare(session)` runs before SETUP is exchanged: install request handlers there, because a peer may
+    pipeline requests right behind its SETUP (§6.3) and they are dispatched as soon as they arrive."""
 
     async def on_connection(conn: TransportConnection) -> None:
         session = MoqSession(conn)
+        if prepare is not None:
+            prepare(session)
         try:
             await session.start()
         except (TimeoutError, ConnectionError) as exc:

@@ -116,6 +116,9 @@ class Subscription:
         self.name = name
         #: When set, objects go into this track's cache (a relay's upstream) instead of this iterator.
         self.track = track
+        #: When set, called at the end instead of ending `track` (a track fed by several publishers ends with
+        #: the last of them).
+        self.on_end: Callable[[Subscription, int, str], None] | None = None
         self.ok: SubscribeOk | None = None
         self.done: PublishDone | None = None
         self.dropped = 0
@@ -156,11 +159,13 @@ class Subscription:
         self.done = done
         self._ended = True
         self._wake.set()
-        if self.track is not None:
-            if done is not None:
-                self.track.end_track(done.status_code, done.reason)
-            else:
-                self.track.end_track(status, reason or "the publisher went away")
+        if done is not None:
+            status, reason = done.status_code, done.reason
+        reason = reason or "the publisher went away"
+        if self.on_end is not None:
+            self.on_end(self, status, reason)
+        elif self.track is not None:
+            self.track.end_track(status, reason)
 
     async def next(self) -> ObjectReceived | None:
         """The next object, or None once the subscription has ended and everything was read."""

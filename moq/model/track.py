@@ -97,8 +97,8 @@ class _Group:
     evicted: bool = False
 
 
-# A log entry: (group, subgroup id, index of the object in it, or -1 for "subgroup ended", -2 for "reset"). It names the group
-# object, not its id: a group evicted and later re-created (a late object) is a different group.
+# A log entry: (group, subgroup id, index of the object in it, or -1 for "subgroup ended", -2 for "reset").
+# It names the group object, not its id: a group evicted and later re-created (a late object) is another group.
 _Entry = tuple[_Group, int | None, int]
 
 
