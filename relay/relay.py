@@ -481,8 +481,8 @@ class Relay:
     # -- FETCH and TRACK_STATUS ---------------------------------------------------------------------------------
 
     async def _fetch(self, session: MoqSession, rid: int, msg: Fetch) -> None:
-        if msg.joining_request_id is not None:
-            session.session.reject(rid, RequestErrorCode.NOT_SUPPORTED, "joining FETCH is not supported yet")
+        if msg.joining_request_id is not None:  # draft-18: served from the cache of the subscription it joins
+            session.serve_joining_fetch(rid, msg)
             return
         key = (msg.namespace, msg.name)
         rt = self.tracks.get(key)

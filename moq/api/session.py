@@ -71,8 +71,19 @@ from moq.transport.events import (
     TransportEvent,
 )
 from moq.wire.codes import PublishDoneCode, RequestErrorCode, SessionErrorCode, StreamResetCode
-from moq.wire.messages import Fetch, FetchOk, GoAway, Publish, PublishDone, RequestOk, Setup, Subscribe, SubscribeOk
-from moq.wire.params import LocationFilter, LocationFilterType, Parameters
+from moq.wire.messages import (
+    Fetch,
+    FetchOk,
+    FetchType,
+    GoAway,
+    Publish,
+    PublishDone,
+    RequestOk,
+    Setup,
+    Subscribe,
+    SubscribeOk,
+)
+from moq.wire.params import FillParameters, LocationFilter, LocationFilterType, Parameters
 from moq.wire.primitives import Location, TrackNamespace
 from moq.wire.version import Version
 
@@ -89,6 +100,8 @@ SETUP_TIMEOUT = 10.0
 
 IMPLEMENTATION = "moqt-toolkit/0.1"
 MAX_ID = (1 << 64) - 1
+#: Subscriptions we serve whose join point we remember for a draft-18 joining FETCH (oldest forgotten first).
+MAX_JOINABLE_SUBSCRIPTIONS = 1024
 
 RequestHandler = Callable[["MoqSession", RequestReceived], Awaitable[None]]
 
@@ -124,6 +137,7 @@ class Subscription:
         self.dropped = 0
         self._objects: deque[ObjectReceived] = deque()
         self._ended = False
+        self._joins_pending = 0  # draft-18 joining FETCHes still delivering into this subscription
         self._wake = asyncio.Event()
 
     def _push(self, obj: ObjectReceived) -> None:
@@ -170,7 +184,7 @@ class Subscription:
     async def next(self) -> ObjectReceived | None:
         """The next object, or None once the subscription has ended and everything was read."""
         while not self._objects:
-            if self._ended:
+            if self._ended and not self._joins_pending:
                 return None
             self._wake.clear()
             await self._wake.wait()
@@ -255,6 +269,8 @@ class MoqSession:
         self._watches: dict[int, NamespaceWatch] = {}
         self._fetches: dict[int, list[ObjectReceived]] = {}
         self._serving: dict[int, asyncio.Task[None]] = {}
+        self._joining: dict[int, tuple[Track, Location | None]] = {}  # subscriptions we serve: track, join point
+        self._joins: dict[int, Subscription] = {}  # our draft-18 joining FETCHes -> the subscription they fill
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -308,18 +324,38 @@ class MoqSession:
         parameters: Parameters | None = None,
         *,
         into: Track | None = None,
+        fill_groups: int | None = None,
     ) -> Subscription:
         """SUBSCRIBE and wait for SUBSCRIBE_OK; raises `RequestRejected` on REQUEST_ERROR.
 
         With `into`, the objects are appended to that track (and its end follows PUBLISH_DONE) instead of being
-        iterated: this is how a relay fills its cache from upstream."""
+        iterated: this is how a relay fills its cache from upstream.
+
+        With `fill_groups=n`, the subscription starts at the next object and the past is fetched too, from the
+        start of the group n-1 before the current one (1 = the current group): a fill (FILL_PARAMETERS) from
+        draft-20 on, a relative joining FETCH in draft-18. Those objects arrive with `source == "fetch"`."""
         ns, name_b = namespace(ns), track_name(name)
-        rid = self.session.subscribe(ns, name_b, parameters or Parameters())
+        params = parameters or Parameters()
+        if fill_groups is not None:
+            if fill_groups < 1:
+                raise ValueError("fill_groups counts groups back from the current one: at least 1")
+            changes: dict[str, object] = {"location_filter": LocationFilter(LocationFilterType.NEXT_OBJECT)}
+            if self.version.family >= 20:
+                fill_filter = LocationFilter(LocationFilterType.RELATIVE_START_GROUP, fill_groups)
+                changes["fill_parameters"] = FillParameters(location_filter=fill_filter)
+            params = msgspec.structs.replace(params, **changes)
+        rid = self.session.subscribe(ns, name_b, params)
         sub = Subscription(self, rid, ns, name_b, into)
         self._subscriptions[rid] = sub
         answer = await self._answer(rid)
         assert isinstance(answer, RequestAccepted) and isinstance(answer.message, SubscribeOk)
         sub.ok = answer.message
+        if fill_groups is not None and self.version.family == 18 and sub.ok.parameters.largest_object is not None:
+            fetch_id = self.session.joining_fetch(rid, fill_groups - 1, relative=True)
+            self._joins[fetch_id] = sub
+            sub._joins_pending += 1
+            self._future(fetch_id)
+            self._flush()
         return sub
 
     async def fetch(
@@ -410,6 +446,8 @@ class MoqSession:
                 self.session.reject(rid, RequestErrorCode.DOES_NOT_EXIST, "no such track")
                 return
             self.accept_subscription(rid, msg, track)
+        elif isinstance(msg, Fetch) and msg.joining_request_id is not None:
+            self.serve_joining_fetch(rid, msg)
         elif isinstance(msg, Fetch):
             track = self.tracks.get((msg.namespace, msg.name))
             if track is None:
@@ -422,10 +460,41 @@ class MoqSession:
             self.session.accept(rid)
 
     def accept_subscription(self, rid: int, msg: Subscribe, track: Track) -> None:
-        """SUBSCRIBE_OK for `track` and start sending it from where the filter says."""
+        """SUBSCRIBE_OK for `track` and start sending it from where the filter says; with FILL_PARAMETERS
+        (draft-20+ §3.4), also a fill stream of the requested past objects from the cache."""
         params = Parameters(largest_object=track.largest) if track.largest is not None else Parameters()
         self.session.accept_subscribe(rid, params, track.properties)
+        # Where the subscription joins the track: a draft-18 joining FETCH ends here (draft-18 §"Joining Fetch").
+        self._joining[rid] = (track, track.largest)
+        if len(self._joining) > MAX_JOINABLE_SUBSCRIPTIONS:
+            self._joining.pop(next(iter(self._joining)))
+        fill = msg.parameters.fill_parameters
+        if fill is not None and msg.parameters.forward != 0 and track.largest is not None:
+            start, end = fetch_window(fill.location_filter or msg.parameters.location_filter, track.largest)
+            objects = track.objects(start, end) if start <= end else []
+            if objects:  # an empty fill range opens no stream (§3.4)
+                self._write_fetch_stream(rid, objects)
         self.serve_track(rid, track, consumer_for(track, msg.parameters.location_filter))
+
+    def serve_joining_fetch(self, rid: int, msg: Fetch) -> None:
+        """Answer a draft-18 joining FETCH from the cache of the subscription it joins (draft-18 §"Joining
+        Fetches"): from {J.Group - Joining Start, 0} (relative) or {Joining Start, 0} (absolute) to J inclusive,
+        J being where the subscription began."""
+        assert msg.joining_request_id is not None and msg.joining_start is not None
+        joined = self._joining.get(msg.joining_request_id)
+        if joined is None:
+            self.session.reject(rid, RequestErrorCode.INVALID_JOINING_REQUEST_ID, "no such subscription")
+            return
+        track, joining = joined
+        if joining is None:
+            self.session.reject(rid, RequestErrorCode.INVALID_RANGE, "nothing was published before the join")
+            return
+        if msg.fetch_type == FetchType.ABSOLUTE_JOINING:
+            start = Location(msg.joining_start, 0)
+        else:
+            start = Location(max(0, joining.group - msg.joining_start), 0)
+        self.session.accept_fetch(rid, joining, end_of_track=False)
+        self._write_fetch_stream(rid, track.objects(start, joining) if start <= joining else [])
 
     def serve_fetch(self, rid: int, msg: Fetch, track: Track) -> None:
         """Answer a standalone FETCH from the track's cache (§9.11)."""
@@ -434,8 +503,11 @@ class MoqSession:
             self.session.reject(rid, RequestErrorCode.INVALID_RANGE, "nothing published in that range")
             return
         end = track.largest if end is None or end > track.largest else end
-        objects = track.objects(start, end)
         self.session.accept_fetch(rid, end, end_of_track=track.is_ended and end == track.ended)
+        self._write_fetch_stream(rid, track.objects(start, end))
+
+    def _write_fetch_stream(self, rid: int, objects: list[CachedObject]) -> None:
+        """One fetch stream for request `rid` (a FETCH, or a SUBSCRIBE's fill) carrying `objects`, then FIN."""
         handle = self.session.open_fetch_stream(rid)
         for obj in objects:
             self.session.write_fetch_object(
@@ -640,7 +712,7 @@ class MoqSession:
 
     def _dispatch(self, event: Event) -> None:
         if isinstance(event, ObjectReceived):
-            sub = self._subscriptions.get(event.request_id)
+            sub = self._subscriptions.get(event.request_id) or self._joins.get(event.request_id)
             if sub is not None:
                 sub._push(event)
             elif event.request_id in self._fetches:
@@ -648,6 +720,7 @@ class MoqSession:
         elif isinstance(event, DataStreamEnded):
             if event.source == "fetch":
                 self._resolve(-event.request_id - 1, event)
+                self._join_done(event.request_id)
             else:
                 sub = self._subscriptions.get(event.request_id)
                 if (
@@ -661,6 +734,7 @@ class MoqSession:
             self._resolve(event.request_id, event)
             if isinstance(event, RequestFailed):
                 self._resolve(-event.request_id - 1, event)
+                self._join_done(event.request_id)
                 sub = self._subscriptions.pop(event.request_id, None)
                 if sub is not None:
                     sub._end(None)
@@ -701,7 +775,8 @@ class MoqSession:
             self.close_reason = (event.code, event.reason)
             for key in list(self._answers):
                 self._resolve(key, event)
-            for sub in self._subscriptions.values():
+            for sub in [*self._subscriptions.values(), *self._joins.values()]:
+                sub._joins_pending = 0
                 sub._end(None)
             for watch in self._watches.values():
                 watch._changes.put_nowait(None)
@@ -710,6 +785,12 @@ class MoqSession:
             if self._timer is not None:
                 self._timer.cancel()
             self.closed.set()
+
+    def _join_done(self, fetch_id: int) -> None:
+        sub = self._joins.pop(fetch_id, None)
+        if sub is not None:
+            sub._joins_pending -= 1
+            sub._wake.set()
 
     async def _run_default(self, event: RequestReceived) -> None:
         with contextlib.suppress(SessionError):
@@ -740,6 +821,22 @@ def consumer_for(track: Track, flt: LocationFilter | None) -> TrackConsumer:
             return track.consumer()
         return track.consumer(max(0, latest + 1 - flt.start_group))
     return track.consumer(flt.start_group)
+
+
+def fetch_window(flt: LocationFilter | None, largest: Location) -> tuple[Location, Location]:
+    """The [start, end] a location filter selects under the rules for a fetch (draft-21 §9.20.10): never past
+    `largest`; a relative StartGroup counts back from the largest group; Next Object selects nothing."""
+    if flt is None or flt.type is LocationFilterType.NONE:
+        return Location(0, 0), largest
+    if flt.type is LocationFilterType.NEXT_OBJECT:
+        return largest.next(), largest
+    if flt.type is LocationFilterType.RELATIVE_START_GROUP:
+        return Location(max(0, largest.group + 1 - flt.start_group), 0), largest
+    start = Location(flt.start_group, flt.start_object)
+    if flt.end_group is None:
+        return start, largest
+    end = Location(flt.end_group, MAX_ID if flt.end_object is None else flt.end_object)
+    return start, min(end, largest)
 
 
 def fetch_range(msg: Fetch) -> tuple[Location, Location | None]:

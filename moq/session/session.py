@@ -683,7 +683,11 @@ class Session:
         writer.finished = True
         writer.request.open_streams.discard(handle)
         self._commands.append(SendStreamData(handle, b"", end_stream=True))
-        if writer.fetch is not None and writer.request.request_id in self._requests:
+        if (
+            writer.fetch is not None
+            and isinstance(writer.request.message, Fetch)
+            and writer.request.request_id in self._requests
+        ):
             self._close_send(writer.request)
             self._finish(writer.request)
 
@@ -723,14 +727,23 @@ class Session:
         self._commands.append(SendDatagram(encode_datagram(dgram, self.version)))
 
     def open_fetch_stream(self, request_id: int) -> int:
-        """Open the uni stream carrying a FETCH's objects (§11.4); returns its handle."""
+        """Open the uni stream carrying a FETCH's objects, or a SUBSCRIBE's fill (draft-20+ §3.4, §11.4); returns
+        its handle. A fill stream is one of the subscription's data streams (PUBLISH_DONE counts it)."""
         request = self._get(request_id)
-        if not isinstance(request.message, Fetch) or request.local:
-            raise SessionError(f"request {request_id} is not a FETCH we serve")
-        order = request.message.parameters.group_order or GroupOrder.ASCENDING
-        handle = self._open(True, (request.subscriber_priority, 0, 0, 0))
+        msg = request.message
+        if isinstance(msg, Fetch) and not request.local:
+            order = msg.parameters.group_order or GroupOrder.ASCENDING
+        elif isinstance(msg, Subscribe) and not request.local and msg.parameters.fill_parameters is not None:
+            order = msg.parameters.fill_parameters.group_order or request.group_order
+            request.streams_opened += 1
+        else:
+            raise SessionError(f"request {request_id} is not a FETCH or a SUBSCRIBE with a fill that we serve")
+        # Fill before subscription-delivered objects of the same priorities (§5.1 rule 4): group key -1.
+        handle = self._open(True, (request.subscriber_priority, 0, -1, 0))
         self._send(handle, encode_fetch_header(request_id))
         self._writers[handle] = _Writer(handle, request, fetch=FetchObjectEncoder(self.version, order))
+        if isinstance(msg, Subscribe):
+            request.open_streams.add(handle)
         return handle
 
     def write_fetch_object(
@@ -948,7 +961,8 @@ class Session:
         if request is not None and isinstance(request.message, Fetch):
             return request.message.parameters.group_order or GroupOrder.ASCENDING
         if request is not None:
-            return request.group_order
+            fill = request.message.parameters.fill_parameters
+            return (fill.group_order if fill is not None else None) or request.group_order
         return GroupOrder.ASCENDING
 
     def _on_data_item(self, stream_id: int, stream: _DataStream, item: object) -> None:

@@ -183,3 +183,33 @@ def test_best_common_draft_wins_and_none_in_common_is_a_clear_error(certificate:
         )
     message = str(info.value)
     assert "moqt-22" in message and "moqt-18" in message
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    "version", [Version.DRAFT_22, Version.DRAFT_20, Version.DRAFT_18], ids=lambda v: f"draft-{v.value}"
+)
+def test_joining_gets_past_groups_then_live_ones(certificate: CertificateBundle, kind: str, version: Version) -> None:
+    """fill_groups=2: a fill (draft-20+) or a joining FETCH (draft-18) brings the previous and the current group,
+    then the subscription goes on live, with nothing in between lost or repeated."""
+    track = Track(NS, b"video")
+    for group in range(4):
+        for oid in range(3):
+            track.append(CachedObject(group, 0, oid, b"%d/%d" % (group, oid)))
+    # Group 3 is still open: its next object is live.
+
+    async def body(client: MoqSession) -> None:
+        sub = await client.subscribe(NS, "video", fill_groups=2)
+        track.append(CachedObject(3, 0, 3, b"3/3"))
+        track.end_subgroup(3, 0)
+        for oid in range(2):
+            track.append(CachedObject(4, 0, oid, b"4/%d" % oid))
+        track.end_track()
+        got = [obj async for obj in sub]
+        fetched = sorted((o.group_id, o.object_id) for o in got if o.source == "fetch")
+        live = [(o.group_id, o.object_id) for o in got if o.source == "subgroup"]
+        assert fetched == [(g, o) for g in (2, 3) for o in range(3)]
+        assert live == [(3, 3), (4, 0), (4, 1)]
+        assert all(o.payload == b"%d/%d" % (o.group_id, o.object_id) for o in got)
+
+    run(with_server(certificate, kind, track, body, client_versions=(version,)))
