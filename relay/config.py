@@ -33,8 +33,14 @@ class RelayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     #: Accept WebTransport as well as raw QUIC on the port.
     webtransport: bool = True
     log_level: str = "info"
+    #: Seconds sessions get to leave after GOAWAY when the relay shuts down.
+    goaway_grace: float = GOAWAY_GRACE_SECONDS
     upstream_fingerprint: str | None = None
     upstream_insecure: bool = False
+    #: TCP port of the web pages (the browser player, relay/web.py): HTTP, or HTTPS with `cert`; 0 = any free port.
+    web_port: int = 8080
+    #: The MOQT drafts offered, best first (22, 21, 20, 18).
+    versions: list[int] = msgspec.field(default_factory=lambda: [22, 21, 20, 18])
 
 
 def load_config(path: str | Path | None, **overrides: object) -> RelayConfig:

@@ -31,7 +31,7 @@ from moq.errors import RequestRejected
 from moq.model import CachedObject, Track, TrackError
 from moq.session.events import RequestCancelled, RequestReceived
 from moq.session.session import SessionError
-from moq.wire.codes import PublishDoneCode, RequestErrorCode
+from moq.wire.codes import PublishDoneCode, RequestErrorCode, SessionErrorCode
 from moq.wire.messages import (
     Fetch,
     Publish,
@@ -122,23 +122,26 @@ class Relay:
         """Route a new session's requests to the relay, before its SETUP (the `serve()` prepare hook)."""
         session.on_request = self._on_request
         session.on_cancel = self.on_cancelled
+        self.sessions.add(session)  # known from the start, so a shutdown reaches it even mid-SETUP
+        self._spawn(self._forget_when_closed(session))
 
     async def handle_session(self, session: MoqSession) -> None:
         """Own one downstream session until it ends (the `serve()` handler)."""
-        self.sessions.add(session)
         logger.info(
             "[%s] session up, draft-%d, %s",
             session.session.session_id,
             session.version.value,
             session.conn.transport_kind,
         )
-        try:
-            await session.wait_closed()
-        finally:
-            self.sessions.discard(session)
-            self._session_gone(session)
-            code, reason = session.close_reason or (0, "")
-            logger.info("[%s] session closed: code 0x%x %s", session.session.session_id, code, reason)
+        await session.wait_closed()
+
+    async def _forget_when_closed(self, session: MoqSession) -> None:
+        """Drop a session's routes once it is gone, however it went (even before its SETUP completed)."""
+        await session.wait_closed()
+        self.sessions.discard(session)
+        self._session_gone(session)
+        code, reason = session.close_reason or (0, "")
+        logger.info("[%s] session closed: code 0x%x %s", session.session.session_id, code, reason)
 
     def _session_gone(self, session: MoqSession) -> None:
         for ann in [a for a in self.announcements if a.session is session]:
@@ -153,15 +156,22 @@ class Relay:
                 self._drop_track(rt)
 
     async def close(self) -> None:
-        """GOAWAY to every session, then close them."""
-        for session in list(self.sessions):
+        """GOAWAY to every session (§9.2), give them `goaway_grace` seconds to leave, then close the rest."""
+        grace = self.config.goaway_grace
+        sessions = list(self.sessions)
+        for session in sessions:
             with contextlib.suppress(SessionError):
-                session.session.goaway("", 0)
+                session.session.goaway("", int(grace * 1000))
                 session._flush()
+        if sessions and grace > 0:
+            await asyncio.wait([asyncio.ensure_future(s.wait_closed()) for s in sessions], timeout=grace)
         for upstream in self._upstreams.values():
             upstream.close()
         for session in list(self.sessions):
-            session.close()
+            session.close(
+                SessionErrorCode.GOAWAY_TIMEOUT if session.goaway_sent else SessionErrorCode.NO_ERROR,
+                "relay shutting down",
+            )
 
     # -- requests -----------------------------------------------------------------------------------------------
 

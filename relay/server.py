@@ -12,8 +12,10 @@ from pathlib import Path
 from moq.api import serve
 from moq.transport.server import MoqtServer
 from moq.transport.tls import CertificateBundle, load_certificate, load_or_create_dev_certificate
+from moq.wire.version import Version
 from relay.config import GOAWAY_GRACE_SECONDS, RelayConfig
 from relay.relay import Relay
+from relay.web import describe_web, start_web
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +58,12 @@ async def start_relay(config: RelayConfig) -> RunningRelay:
     certificate, dev = certificate_for(config)
     relay = Relay(config)
     server = await serve(
-        relay.handle_session, host=config.bind, port=config.port, certificate=certificate, prepare=relay.prepare
+        relay.handle_session,
+        host=config.bind,
+        port=config.port,
+        certificate=certificate,
+        versions=tuple(Version(v) for v in config.versions),
+        prepare=relay.prepare,
     )
     return RunningRelay(relay, server, certificate, dev)
 
@@ -64,8 +71,14 @@ async def start_relay(config: RelayConfig) -> RunningRelay:
 async def run_relay(config: RelayConfig, announce: bool = True) -> None:
     """Run a relay until SIGINT / SIGTERM, then shut it down cleanly (GOAWAY, then close)."""
     running = await start_relay(config)
+    try:
+        web = await start_web(running, config)
+    except OSError:  # e.g. the web port is taken: do not leave the relay half up
+        await running.stop()
+        raise
     if announce:
         describe(running)
+        describe_web(web, config.bind)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -73,6 +86,7 @@ async def run_relay(config: RelayConfig, announce: bool = True) -> None:
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     logger.info("shutting down: GOAWAY to %d sessions", len(running.relay.sessions))
+    await web.close()
     await running.stop()
 
 

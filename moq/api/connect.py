@@ -65,6 +65,7 @@ async def serve(
             await session.start()
         except (TimeoutError, ConnectionError) as exc:
             logger.info("[%s] setup failed: %s", conn.connection_id, exc)
+            session.close(SessionErrorCode.CONTROL_MESSAGE_TIMEOUT, "setup failed")
             return
         try:
             await handler(session)

@@ -258,6 +258,9 @@ class MoqSession:
         self.on_cancel: Callable[[MoqSession, RequestCancelled], None] | None = None
         self.peer_setup: Setup | None = None
         self.goaway: GoAway | None = None
+        #: Set when the peer sends GOAWAY: start no new requests here, move to `goaway.new_session_uri` (or
+        #: reconnect to the same URL) and close this session (§6.6.1).
+        self.goaway_received = asyncio.Event()
         self.closed = asyncio.Event()
         self.close_reason: tuple[int, str] | None = None
         self._ready = asyncio.Event()
@@ -298,6 +301,10 @@ class MoqSession:
         if not self._ready.is_set():
             code, reason = self.close_reason or (SessionErrorCode.INTERNAL_ERROR, "closed")
             raise ConnectionError(f"session closed before SETUP completed: {reason} (code 0x{code:x})")
+
+    @property
+    def goaway_sent(self) -> bool:
+        return self.session.goaway_sent
 
     def close(self, code: int = SessionErrorCode.NO_ERROR, reason: str = "") -> None:
         """Close the session (and its transport)."""
@@ -768,7 +775,9 @@ class MoqSession:
             self.peer_setup = event.peer_setup
             self._ready.set()
         elif isinstance(event, GoawayReceived):
-            self.goaway = event.message
+            if event.request_id is None:
+                self.goaway = event.message
+                self.goaway_received.set()
         elif isinstance(event, UpdateAnswered):
             self._resolve(event.update_id, event)
         elif isinstance(event, SessionTerminated):

@@ -301,6 +301,7 @@ class Session:
         self._writers: dict[int, _Writer] = {}
         self._next_alias = 0
         self._goaway_received = False
+        self.goaway_sent = False
         self.close_code: int | None = None
 
     # -- outputs ------------------------------------------------------------------------------------------------
@@ -500,7 +501,11 @@ class Session:
             raise SessionError("a client's GOAWAY must carry an empty URI")
         msg = GoAway(new_session_uri, timeout_ms)
         if request_id is None:
-            assert self._control is not None
+            if self._control is None:
+                raise SessionError("SETUP has not been sent yet")
+            if self.goaway_sent:
+                raise SessionError("GOAWAY was sent already")  # a second one is a protocol violation (§9.2)
+            self.goaway_sent = True
             self._send(self._control, encode_message(msg, self.version))
         else:
             self._send(self._get(request_id).stream, encode_message(msg, self.version))

@@ -25,6 +25,7 @@ def run(coro: Awaitable[Any], deadline: float = DEADLINE) -> Any:
 
 @asynccontextmanager
 async def relay_running(tmp: Path, **settings: Any) -> AsyncIterator[RunningRelay]:
+    settings.setdefault("goaway_grace", 0.2)  # tests need not wait the production grace period
     config = RelayConfig(bind="127.0.0.1", port=0, state_dir=str(tmp / "state"), **settings)
     running = await start_relay(config)
     try:

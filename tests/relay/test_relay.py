@@ -248,3 +248,17 @@ def test_the_cli_config_file_and_flags(tmp_path: Path) -> None:
     path.write_text("no_such_setting = 1\n")
     with pytest.raises(Exception, match="no_such_setting"):
         load_config(path)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_shutdown_sends_goaway_then_closes(tmp_path: Path, kind: str) -> None:
+    async def scenario() -> None:
+        running = await start_relay(RelayConfig(bind="127.0.0.1", port=0, state_dir=str(tmp_path), goaway_grace=5))
+        viewer = await client(running, kind)
+        stopping = asyncio.ensure_future(running.stop())
+        await asyncio.wait_for(viewer.goaway_received.wait(), 10)
+        assert viewer.goaway is not None and viewer.goaway.new_session_uri == ""
+        viewer.close()  # a client that got GOAWAY leaves; the relay then closes without waiting out its grace
+        await asyncio.wait_for(stopping, 4)
+
+    run(scenario())

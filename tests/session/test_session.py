@@ -35,6 +35,7 @@ from moq.wire.codes import ObjectStatus, PublishDoneCode, RequestErrorCode, Sess
 from moq.wire.data import EndOfRangeKind
 from moq.wire.messages import (
     Fetch,
+    GoAway,
     FetchOk,
     NamespaceDone,
     Publish,
@@ -429,8 +430,12 @@ def test_goaway_from_server(pair: Pair) -> None:
 def test_second_goaway_is_a_protocol_violation(pair: Pair) -> None:
     pair.take("client")
     pair.server.goaway()
-    pair.server.goaway()
+    with pytest.raises(SessionError):
+        pair.server.goaway()  # our own session refuses to send a second one ...
     pair.pump()
+    # ... so write it by hand on the server's control stream (handle 3: its first uni stream).
+    pair.client.stream_data_received(3, encode_message(GoAway(), pair.version), False)
+    pair.events["client"].extend(pair.client.events())
     assert closed_with(pair.client, pair.take("client")) == SessionErrorCode.PROTOCOL_VIOLATION
 
 
