@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import signal
 from dataclasses import dataclass
@@ -19,6 +20,10 @@ from relay.web import describe_web, start_web
 
 logger = logging.getLogger(__name__)
 
+#: How often a running relay checks whether its development certificate needs renewing (it is valid 10 days and
+#: renewed with 2 days left, so hourly checks leave ample margin).
+CERTIFICATE_CHECK_SECONDS = 3600.0
+
 
 @dataclass
 class RunningRelay:
@@ -28,6 +33,7 @@ class RunningRelay:
     server: MoqtServer
     certificate: CertificateBundle
     dev_certificate: bool
+    config: RelayConfig
 
     @property
     def port(self) -> int:
@@ -35,6 +41,24 @@ class RunningRelay:
 
     def urls(self, host: str = "localhost") -> list[str]:
         return [f"moqt://{host}:{self.port}/", f"https://{host}:{self.port}/"]
+
+    def renew_certificate(self, now: datetime.datetime | None = None) -> bool:
+        """Swap in a new development certificate when the current one is near expiry; True if it did.
+
+        A browser pins the fingerprint, so pages must read it afresh (the web pages fetch it per load)."""
+        if not self.dev_certificate or not self.certificate.needs_renewal(now):
+            return False
+        state = Path(self.config.state_dir)
+        self.certificate = load_or_create_dev_certificate(state / "dev-cert.pem", state / "dev-key.pem", now=now)
+        self.server.replace_certificate(self.certificate)
+        logger.info("renewed the development certificate: sha-256 %s", self.certificate.fingerprint_hex)
+        return True
+
+    async def keep_certificate_fresh(self) -> None:
+        """Check every CERTIFICATE_CHECK_SECONDS and renew when needed (runs for the relay's lifetime)."""
+        while True:
+            await asyncio.sleep(CERTIFICATE_CHECK_SECONDS)
+            self.renew_certificate()
 
     async def stop(self) -> None:
         """GOAWAY every session, give them a moment, then close everything."""
@@ -65,7 +89,7 @@ async def start_relay(config: RelayConfig) -> RunningRelay:
         versions=tuple(Version(v) for v in config.versions),
         prepare=relay.prepare,
     )
-    return RunningRelay(relay, server, certificate, dev)
+    return RunningRelay(relay, server, certificate, dev, config)
 
 
 async def run_relay(config: RelayConfig, announce: bool = True) -> None:
@@ -79,12 +103,14 @@ async def run_relay(config: RelayConfig, announce: bool = True) -> None:
     if announce:
         describe(running)
         describe_web(web, config.bind)
+    renewer = asyncio.ensure_future(running.keep_certificate_fresh())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    renewer.cancel()
     logger.info("shutting down: GOAWAY to %d sessions", len(running.relay.sessions))
     await web.close()
     await running.stop()

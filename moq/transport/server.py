@@ -108,6 +108,14 @@ class MoqtServer:
         self._transport: asyncio.DatagramTransport | None = None
         self._closed = asyncio.Event()
 
+    def replace_certificate(self, certificate: CertificateBundle) -> None:
+        """Present `certificate` to new connections from now on (live sessions keep theirs): renewal without a
+        restart. aioquic's server hands this one configuration to every connection it creates."""
+        self.certificate = certificate
+        self._configuration.certificate = certificate.certificate
+        self._configuration.certificate_chain = list(certificate.chain)
+        self._configuration.private_key = certificate.private_key
+
     @property
     def address(self) -> tuple[str, int]:
         """(host, port) the socket is bound to."""

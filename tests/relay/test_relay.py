@@ -4,12 +4,14 @@ relay chains, hostile sessions. Real QUIC and WebTransport, drafts 22 and 18."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 from pathlib import Path
 
 import pytest
 
-from moq.api import MoqSession, Subscription
+from moq.api import MoqSession, Subscription, connect
 from moq.errors import RequestRejected
+from moq.transport.errors import CertificateMismatch
 from moq.model import CachedObject, Track
 from moq.wire.codes import PublishDoneCode, RequestErrorCode, SessionErrorCode
 from moq.wire.messages import Subscribe, encode_message
@@ -260,5 +262,24 @@ def test_shutdown_sends_goaway_then_closes(tmp_path: Path, kind: str) -> None:
         assert viewer.goaway is not None and viewer.goaway.new_session_uri == ""
         viewer.close()  # a client that got GOAWAY leaves; the relay then closes without waiting out its grace
         await asyncio.wait_for(stopping, 4)
+
+    run(scenario())
+
+
+def test_development_certificate_is_renewed_while_running(tmp_path: Path) -> None:
+    """Near expiry, a running relay swaps in a fresh certificate: new sessions pin the new fingerprint."""
+
+    async def scenario() -> None:
+        async with relay_running(tmp_path) as running:
+            old = running.certificate
+            assert not running.renew_certificate()  # fresh: nothing to do
+            later = datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=9)
+            assert running.renew_certificate(now=later)
+            assert running.certificate.fingerprint != old.fingerprint
+            viewer = await client(running, "quic")  # pins running.certificate: the new one
+            assert viewer.peer_setup is not None
+            viewer.close()
+            with pytest.raises(CertificateMismatch):  # the old pin no longer matches what new sessions see
+                await connect(url_of(running, "quic"), fingerprint=old.fingerprint, timeout=3)
 
     run(scenario())
