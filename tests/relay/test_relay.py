@@ -11,8 +11,8 @@ import pytest
 
 from moq.api import MoqSession, Subscription, connect
 from moq.errors import RequestRejected
-from moq.transport.errors import CertificateMismatch
 from moq.model import CachedObject, Track
+from moq.transport.errors import CertificateMismatch
 from moq.wire.codes import PublishDoneCode, RequestErrorCode, SessionErrorCode
 from moq.wire.messages import Subscribe, encode_message
 from moq.wire.params import Parameters
