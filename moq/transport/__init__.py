@@ -6,7 +6,8 @@ A session sees one `TransportConnection` interface whichever transport it rides 
     connection = await connect("moqt://relay.example:4443/live", fingerprint=pin)   # or https://...
     connection.version, connection.transport_kind, connection.authority, connection.path
     stream_id = await connection.open_uni_stream(priority=(subscriber_priority, publisher_priority, group))
-    connection.send(stream_id, data, end_stream=True)
+    connection.send(stream_id, data, end_stream=True)   # queued, sent in priority order; never blocks
+    await connection.wait_writable(max_buffered)       # back-pressure (see connection.buffered_bytes)
     connection.reset_stream(stream_id, code); connection.stop_sending(stream_id, code)
     connection.send_datagram(payload); connection.close(code, reason)
     async for event in connection: ...          # or connection.set_event_handler(session_feed)
@@ -15,7 +16,17 @@ and a server gets the same objects from `serve(...)` (handler or `await server.a
 for both transports. Events and errors: `moq.transport.events`, `moq.transport.errors`.
 """
 
-from moq.transport.base import MAX_INFLIGHT_UNI_STREAMS, Priority, TransportConnection, TransportKind
+from moq.transport.base import (
+    CONTROL_PRIORITY,
+    MAX_INFLIGHT_UNI_STREAMS,
+    MAX_QUIC_BUFFERED_BYTES,
+    MAX_QUIC_UNSENT_BYTES,
+    MAX_SCHEDULED_BYTES,
+    ROUND_ROBIN_QUANTUM,
+    Priority,
+    TransportConnection,
+    TransportKind,
+)
 from moq.transport.client import MoqtUrl, connect, parse_url
 from moq.transport.errors import (
     CertificateMismatch,
@@ -47,7 +58,12 @@ from moq.transport.tls import (
 from moq.transport.webtransport import WebTransportConnection
 
 __all__ = [
+    "CONTROL_PRIORITY",
     "MAX_INFLIGHT_UNI_STREAMS",
+    "MAX_QUIC_BUFFERED_BYTES",
+    "MAX_QUIC_UNSENT_BYTES",
+    "MAX_SCHEDULED_BYTES",
+    "ROUND_ROBIN_QUANTUM",
     "CertificateBundle",
     "CertificateMismatch",
     "ConnectError",

@@ -1,7 +1,8 @@
 """Every use of aioquic internals, in one place.
 
 aioquic 1.x has no public API for some things a MOQT transport needs: the peer's current MAX_STREAMS, whether
-a stream's sending side is fully acknowledged, the peer certificate, the datagram queue, or changing the reason
+a stream's sending side is fully acknowledged, how many bytes a stream's sender still holds and how much flow
+control credit it has (for our send scheduler), the peer certificate, the datagram queue, or changing the reason
 phrase of a pending CONNECTION_CLOSE. Each accessor below reads one private attribute and says why. If an aioquic
 upgrade renames one, `check_compatibility()` (run by the tests) fails here, not somewhere deep in a session.
 """
@@ -12,12 +13,15 @@ from collections import deque
 
 from aioquic.quic import events
 from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.stream import QuicStream, QuicStreamSender
 from cryptography import x509
 
 __all__ = [
     "blocked_stream_count",
     "check_compatibility",
     "closed_by_peer",
+    "congestion_window_available",
+    "connection_send_credit",
     "drop_oldest_datagrams",
     "peer_certificate",
     "peer_max_datagram_frame_size",
@@ -25,6 +29,8 @@ __all__ = [
     "pending_close",
     "replace_pending_close_reason",
     "send_side_finished",
+    "stream_send_buffered",
+    "stream_send_credit",
 ]
 
 
@@ -49,6 +55,58 @@ def send_side_finished(quic: QuicConnection, stream_id: int) -> bool:
     """
     stream = quic._streams.get(stream_id)
     return stream is None or bool(stream.sender.is_finished)
+
+
+def stream_send_buffered(quic: QuicConnection, stream_id: int) -> tuple[int, int]:
+    """Bytes of a stream aioquic still holds: (written and not yet acknowledged, of which never sent yet).
+
+    aioquic keeps a stream's bytes from the first unacknowledged one to the last written (`_buffer_start` to
+    `_buffer_stop`); `highest_offset` is how far it has sent. A reset or finished stream holds nothing that will
+    still go out: (0, 0), as for a stream aioquic already discarded.
+    """
+    stream = quic._streams.get(stream_id)
+    if stream is None:
+        return 0, 0
+    sender = stream.sender
+    if sender._reset_error_code is not None or sender.is_finished:
+        return 0, 0
+    stop = int(sender._buffer_stop)
+    return stop - int(sender._buffer_start), stop - int(sender.highest_offset)
+
+
+def stream_send_credit(quic: QuicConnection, stream_id: int) -> int | None:
+    """How many more bytes the peer's MAX_STREAM_DATA lets us write to a stream (beyond all bytes written so far).
+
+    None when the stream can take no more data: discarded, reset (by us or by the peer's STOP_SENDING), or
+    past its FIN. The scheduler hands aioquic no more than this, so that a stream blocked by flow control never
+    fills the connection's budget while others could send (draft §5.1: a flow-control-blocked object is not
+    schedulable).
+    """
+    stream = quic._streams.get(stream_id)
+    if stream is None:
+        return None
+    sender = stream.sender
+    if sender._reset_error_code is not None or sender._buffer_fin is not None or sender.is_finished:
+        return None
+    return int(stream.max_stream_data_remote) - int(sender._buffer_stop)
+
+
+def connection_send_credit(quic: QuicConnection) -> int:
+    """Bytes the peer's MAX_DATA still allows beyond the highest offsets aioquic has sent on all streams.
+
+    Bytes written to aioquic but never sent are not counted here: subtract them (`stream_send_buffered`).
+    """
+    return int(quic._remote_max_data) - int(quic._remote_max_data_used)
+
+
+def congestion_window_available(quic: QuicConnection) -> int:
+    """Bytes the congestion controller lets aioquic send now: its congestion window minus the bytes in flight.
+
+    The scheduler hands aioquic about this much (plus a little slack), so that what aioquic holds unsent — the
+    data a later high-priority object would wait behind — stays small whatever the path's bandwidth.
+    """
+    recovery = quic._loss
+    return int(recovery.congestion_window) - int(recovery.bytes_in_flight)
 
 
 def peer_max_datagram_frame_size(quic: QuicConnection) -> int | None:
@@ -120,6 +178,9 @@ def check_compatibility(quic: QuicConnection) -> None:
         "_streams_blocked_uni",
         "_streams_blocked_bidi",
         "_remote_max_datagram_frame_size",
+        "_remote_max_data",
+        "_remote_max_data_used",
+        "_loss",
         "_datagrams_pending",
         "_close_event",
         "_close_pending",
@@ -127,6 +188,15 @@ def check_compatibility(quic: QuicConnection) -> None:
     ):
         if not hasattr(quic, name):
             raise AttributeError(f"aioquic QuicConnection has no {name}: moq.transport._aioquic needs updating")
+    for name in ("congestion_window", "bytes_in_flight"):
+        if not hasattr(quic._loss, name):
+            raise AttributeError(f"aioquic QuicPacketRecovery has no {name}: moq.transport._aioquic needs updating")
+    sender = QuicStreamSender(stream_id=0, writable=True)
+    for name in ("_buffer_start", "_buffer_stop", "_buffer_fin", "_reset_error_code", "highest_offset", "is_finished"):
+        if not hasattr(sender, name):
+            raise AttributeError(f"aioquic QuicStreamSender has no {name}: moq.transport._aioquic needs updating")
+    if not hasattr(QuicStream(stream_id=0), "max_stream_data_remote"):
+        raise AttributeError("aioquic QuicStream has no max_stream_data_remote: moq.transport._aioquic needs updating")
     tls = getattr(quic, "tls", None)
     if tls is not None and not hasattr(tls, "_peer_certificate"):
         raise AttributeError("aioquic tls.Context has no _peer_certificate: moq.transport._aioquic needs updating")

@@ -8,6 +8,7 @@ A session needs little from its transport, and `TransportConnection` offers exac
   `try_open_uni_stream()` / `try_open_bidi_stream()` return None instead of waiting.
 - `send(stream_id, data, end_stream=False)`, `reset_stream(stream_id, code)`, `stop_sending(stream_id, code)`,
   `send_datagram(data)`, `close(code, reason)`; all synchronous, none blocks.
+- back-pressure: `buffered_bytes`, `stream_buffered(stream_id)` and `await wait_writable(max_buffered)`.
 - events (`moq.transport.events`) in network order, either pulled (`await next_event()`, or `async for event in
   connection`) or pushed to a synchronous handler (`set_event_handler(handler)`), which suits a sans-IO session:
   feed the event in, execute the commands it returns.
@@ -21,7 +22,25 @@ as blocked, and its scheduler walks every queued stream for every packet (PLATFO
 ran at 175 streams/s; gated, ~29k/s). For the same reason the number of our unidirectional streams still
 sending is capped (`MAX_INFLIGHT_UNI_STREAMS`).
 
-All writes go through `_submit()`: the one place where a priority send scheduler (DESIGN.md decision 5) will sit.
+The send scheduler (DESIGN.md decision 5; draft §5.1 "Priorities", DIGEST §10). aioquic's send buffers are
+unbounded and it serves streams round-robin, so if `send()` wrote straight into aioquic a slow peer would never
+look slow (memory grows, nothing can drop old groups) and a keyframe would wait behind any bulk transfer. So:
+
+- `send()` appends to a per-stream queue that we hold (a FIN is queued like data); it never blocks.
+- Before every transmit (after each received datagram, i.e. after ACKs and MAX_DATA/MAX_STREAM_DATA, after timers
+  and after our own writes) `_feed()` hands queued bytes to aioquic in priority order — lowest priority tuple
+  first, deficit round-robin by `ROUND_ROBIN_QUANTUM` among equal ones. It hands over about what aioquic's
+  congestion window lets out at once (plus `max_quic_unsent_bytes`), so little waits unsent inside aioquic where
+  priorities no longer apply, and never lets aioquic hold more than `max_quic_buffered_bytes` unacknowledged.
+  A stream gets no more than its flow-control credit (and the connection's), so a blocked stream neither fills
+  the budget nor holds back lower-priority streams.
+- Streams opened without a priority (the peer's bidi streams, i.e. its requests) and those at `CONTROL_PRIORITY`
+  sort before every data stream.
+- `reset_stream()`, the peer's STOP_SENDING and the end of the session drop what is queued for a stream.
+- What we hold is bounded (`max_scheduled_bytes`); past it the lowest-priority data streams are reset with
+  EXCESSIVE_LOAD (draft "Security Considerations": cancel the lowest-priority streams at resource limits).
+- Datagrams bypass the scheduler on purpose: they exist for latency, are dropped rather than queued
+  (`MAX_PENDING_DATAGRAMS`), and aioquic puts them in packets before stream data.
 """
 
 from __future__ import annotations
@@ -35,7 +54,7 @@ import itertools
 import logging
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol, QuicStreamHandler
@@ -56,18 +75,24 @@ from moq.transport.events import (
     TransportEvent,
 )
 from moq.transport.tls import fingerprint_colon
+from moq.wire.codes import SessionErrorCode, StreamResetCode
 from moq.wire.version import Version
 
 __all__ = [
+    "CONTROL_PRIORITY",
     "DATAGRAM_PACKET_OVERHEAD",
     "KEEPALIVE_INTERVAL",
     "MAX_DATAGRAM_FRAME_SIZE",
     "MAX_INFLIGHT_UNI_STREAMS",
     "MAX_PENDING_DATAGRAMS",
     "MAX_QUEUED_EVENTS",
+    "MAX_QUIC_BUFFERED_BYTES",
+    "MAX_QUIC_UNSENT_BYTES",
     "MAX_REASON_BYTES",
+    "MAX_SCHEDULED_BYTES",
     "MoqtQuicProtocol",
     "Priority",
+    "ROUND_ROBIN_QUANTUM",
     "TransportConnection",
     "TransportKind",
     "truncate_reason",
@@ -77,16 +102,54 @@ logger = logging.getLogger(__name__)
 
 TransportKind = Literal["quic", "webtransport"]
 
-#: Orders waiting stream openers: lowest first (a tuple, so a session can compose several priority levels).
+#: Orders waiting stream openers and the send scheduler: lowest first (a tuple, so a session can compose several
+#: priority levels, e.g. (subscriber priority, publisher priority, group order key, subgroup id) for a subgroup
+#: stream, draft §5.1). The empty tuple sorts before everything.
 Priority = tuple[int, ...]
+
+#: The priority of control and request streams, as the session opens them. It sorts before every data stream's
+#: (subscriber priority, ...) tuple, so control messages are sent first (draft §5.1: control streams, then request
+#: streams, then objects), and a stream at or before it is never reset to shed load: losing it would break the
+#: session, not just a group.
+CONTROL_PRIORITY: Priority = (0,)
+
+#: Bytes aioquic may hold per connection on our behalf, all streams together: written to it and not yet
+#: acknowledged (in flight, or waiting). It bounds aioquic's memory, and it caps the bytes in flight, so it must
+#: cover the bandwidth-delay product of real paths: 1 MiB is 40 Mbit/s at 200 ms RTT, 80 at 100 ms, more than
+#: one aioquic connection sends anyway (PLATFORM.md: ~150 Mbit/s per process). On loopback 64 KiB and 256 KiB
+#: were no faster (numbers in tests/transport/test_scheduler.py, test_throughput_scheduled_vs_unscheduled), and
+#: 64 KiB would cap a 100 ms path at 5 Mbit/s. Per connection: `max_quic_buffered_bytes`.
+MAX_QUIC_BUFFERED_BYTES = 1024 * 1024
+
+#: Bytes aioquic may hold not yet sent beyond what its congestion window lets out at the next transmit. What
+#: aioquic holds unsent is out of our hands (it goes out round-robin, it cannot be reprioritised or dropped short
+#: of a reset), so this is how far a late high-priority object can be stuck behind earlier data, whatever the
+#: bandwidth. It only has to cover what aioquic's pacer holds back between two transmits; about a dozen packets.
+#: Per connection: `max_quic_unsent_bytes`.
+MAX_QUIC_UNSENT_BYTES = 16 * 1024
+
+#: Bytes we hold per connection in our own queues, not yet handed to aioquic. An application that watches
+#: `buffered_bytes` / `wait_writable()` never gets near it; it is the safety net for one that does not (a relay
+#: fanning out to a stalled subscriber). Past it, the lowest-priority data streams are reset with EXCESSIVE_LOAD
+#: until we are under it again (draft §"Security Considerations": cancel the lowest-priority streams when
+#: hitting resource limits); if only control and request streams hold data, the session is closed with
+#: INTERNAL_ERROR. 16 MiB holds several seconds of high-bitrate video for a publisher that writes a whole group
+#: at once. Per connection: `max_scheduled_bytes`.
+MAX_SCHEDULED_BYTES = 16 * 1024 * 1024
+
+#: Among streams of equal priority (draft §5.1: "implementation-defined, but no starvation"), how many bytes one
+#: stream is given before the next one's turn. About a dozen packets: fair at the scale of a video frame, without
+#: a pass through the scheduler per packet.
+ROUND_ROBIN_QUANTUM = 16 * 1024
 
 #: Our unidirectional streams not yet finished (opened, and neither FIN-acknowledged nor reset) per connection.
 #: aioquic walks every open stream for every packet it builds, so each costs CPU even when idle (measured on
 #: loopback: one 4 MB stream ran at 143 Mbit/s alone, 88 Mbit/s beside 100 idle open streams), and it serves
 #: streams with pending data round-robin (300 objects of 30 KB, one per stream: 135 Mbit/s with 4 in flight,
 #: 94 with 32, 43 with 128; PLATFORM.md saw the same). A MOQT publisher keeps one stream open per active
-#: subgroup, so the cap must also exceed the subgroups open at once: 32 is the compromise until the send
-#: scheduler (DESIGN.md decision 5) holds low-priority data back itself. Per connection: `max_inflight_uni_streams`.
+#: subgroup, so the cap must also exceed the subgroups open at once: 32 is the compromise. (The send scheduler
+#: decides which streams have data inside aioquic, but every open stream still costs aioquic a visit per
+#: packet.) Per connection: `max_inflight_uni_streams`.
 MAX_INFLIGHT_UNI_STREAMS = 32
 
 #: Events waiting for the session to pull them. The transport cannot apply back-pressure to aioquic (it grants
@@ -146,10 +209,46 @@ class _Stream:
 
     send: SendSide | None  # None: receive-only (a peer's unidirectional stream)
     receiving: bool  # False once the peer's FIN or reset arrived, or we sent STOP_SENDING
+    priority: Priority = ()  # what the send scheduler orders its queued data by
 
     @property
     def done(self) -> bool:
         return not self.receiving and self.send is not SendSide.OPEN
+
+
+@dataclass(slots=True, eq=False)
+class _SendQueue:
+    """The bytes (and FIN) of one stream that the scheduler holds and aioquic has not been given yet."""
+
+    priority: Priority
+    chunks: deque[bytes] = field(default_factory=deque)
+    head_offset: int = 0  # bytes of chunks[0] already handed over
+    size: int = 0
+    fin: bool = False
+    turn: int = 0  # bytes handed over in its current round-robin turn
+
+    def push(self, data: bytes) -> None:
+        self.chunks.append(data)
+        self.size += len(data)
+
+    def take(self, limit: int) -> bytes:
+        """Remove and return up to `limit` bytes from the front (whole chunks are not copied)."""
+        parts: list[bytes] = []
+        taken = 0
+        chunks = self.chunks
+        while chunks and taken < limit:
+            head = chunks[0]
+            start = self.head_offset
+            end = min(len(head), start + limit - taken)
+            parts.append(head if start == 0 and end == len(head) else head[start:end])
+            taken += end - start
+            if end == len(head):
+                chunks.popleft()
+                self.head_offset = 0
+            else:
+                self.head_offset = end
+        self.size -= taken
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class PeerStreamIds:
@@ -197,6 +296,13 @@ class MoqtQuicProtocol(QuicConnectionProtocol):
         if self.connection is not None:
             self.connection._handle_quic_event(event)
 
+    def transmit(self) -> None:
+        # Every path to the wire comes through here (our writes, received datagrams after their ACKs are
+        # processed, aioquic's timers): top aioquic up from the scheduler's queues first.
+        if self.connection is not None:
+            self.connection._before_transmit()
+        super().transmit()
+
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         super().datagram_received(data, addr)
         # ACKs, MAX_STREAMS and CONNECTION_CLOSE have just been processed: refresh what depends on them.
@@ -209,6 +315,8 @@ class TransportConnection:
 
     Attributes a session reads: `version`, `transport_kind`, `is_client`, `authority` and `path` (raw QUIC
     client: from the URL, to put in SETUP; WebTransport server: from the CONNECT request), `connection_id`.
+    Send scheduler bounds, per connection and adjustable at any time: `max_quic_buffered_bytes`,
+    `max_quic_unsent_bytes` and `max_scheduled_bytes` (defaults: the module constants of those names).
     """
 
     transport_kind: ClassVar[TransportKind]
@@ -254,6 +362,19 @@ class TransportConnection:
         self._openers: dict[bool, list[tuple[Priority, int, asyncio.Future[int]]]] = {True: [], False: []}
         self._opener_seq = itertools.count()
 
+        # send scheduler (module docstring)
+        self.max_quic_buffered_bytes = MAX_QUIC_BUFFERED_BYTES
+        self.max_quic_unsent_bytes = MAX_QUIC_UNSENT_BYTES
+        self.max_scheduled_bytes = MAX_SCHEDULED_BYTES
+        self._queues: dict[int, _SendQueue] = {}  # streams with bytes or a FIN not yet handed to aioquic
+        self._queued_bytes = 0  # sum of their sizes
+        self._levels: dict[Priority, deque[int]] = {}  # those streams by priority, in round-robin order
+        self._level_heap: list[Priority] = []  # the keys of _levels, as a heap
+        self._fed: set[int] = set()  # streams that may hold bytes inside aioquic
+        self._writers: list[tuple[int, asyncio.Future[None]]] = []  # wait_writable(): (threshold, waiter)
+        #: Data streams reset with EXCESSIVE_LOAD because `max_scheduled_bytes` was exceeded.
+        self.shed_streams = 0
+
         # lifecycle
         self._ready: asyncio.Future[None] = self._loop.create_future()
         self._closed_event: SessionClosed | None = None
@@ -295,14 +416,65 @@ class TransportConnection:
         """Our unidirectional streams still sending (counted against `max_inflight_uni_streams`)."""
         return len(self._inflight_uni)
 
+    # ------------------------------------------------------------------ public: back-pressure
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes passed to `send()` and not yet acknowledged by the peer: held by our scheduler plus by aioquic
+        (which also counts the few bytes of a WebTransport stream header).
+
+        This is how a slow peer shows: it keeps growing while the peer (or the path) cannot keep up. Bytes of
+        reset streams do not count; datagrams are not counted (they are dropped, never queued without bound).
+        """
+        return self._queued_bytes + self._quic_usage()[0]
+
+    def stream_buffered(self, stream_id: int) -> int:
+        """Bytes of one stream passed to `send()` and not yet acknowledged (0 for an unknown or ended stream)."""
+        queue = self._queues.get(stream_id)
+        return (queue.size if queue is not None else 0) + _aioquic.stream_send_buffered(self._quic, stream_id)[0]
+
+    async def wait_writable(self, max_buffered: int = 0) -> None:
+        """Return once `buffered_bytes <= max_buffered`; raise SessionClosedError if the session ends first.
+
+        A publisher or relay calls it between objects to match its pace to the peer's: while it waits it can
+        decide to drop old groups instead of queueing them. It does not reserve room: another writer may fill
+        the buffer again before the caller resumes.
+        """
+        if self._closed_event is not None:
+            raise SessionClosedError("the session is closed")
+        if self.buffered_bytes <= max_buffered:
+            return
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        entry = (max_buffered, waiter)
+        self._writers.append(entry)
+        try:
+            await waiter
+        finally:
+            with contextlib.suppress(ValueError):
+                self._writers.remove(entry)
+
+    def set_stream_priority(self, stream_id: int, priority: Priority) -> None:
+        """Change the priority a stream's not-yet-sent data is scheduled by (e.g. after REQUEST_UPDATE changed
+        the subscriber priority, which draft §5.1 applies best effort to objects not yet scheduled: bytes already
+        handed to aioquic keep their place)."""
+        stream = self._streams.get(stream_id)
+        if stream is not None:
+            stream.priority = priority
+        queue = self._queues.get(stream_id)
+        if queue is None or queue.priority == priority:
+            return
+        self._unlist(stream_id, queue.priority)
+        queue.priority = priority
+        self._enlist(stream_id, priority)
+
     # ------------------------------------------------------------------ public: streams
 
     async def open_uni_stream(self, priority: Priority = ()) -> int:
         """Open a unidirectional stream; waits for the peer's stream credit and an in-flight slot.
 
-        When several openers wait, the lowest `priority` goes first (FIFO among equals). A session passes the
-        order its scheduler uses (e.g. subscriber priority, publisher priority, group): this is where the
-        priority send scheduler will plug in.
+        When several openers wait, the lowest `priority` goes first (FIFO among equals). The stream's data is
+        then sent in that same order by the send scheduler (e.g. subscriber priority, publisher priority, group
+        order key, subgroup id; `CONTROL_PRIORITY` for control and request streams).
         """
         return await self._open(True, priority)
 
@@ -310,20 +482,24 @@ class TransportConnection:
         """Open a bidirectional stream; waits for the peer's stream credit (ordered like `open_uni_stream`)."""
         return await self._open(False, priority)
 
-    def try_open_uni_stream(self) -> int | None:
-        """Open a unidirectional stream now, or return None if that would have to wait."""
-        return self._try_open(unidirectional=True)
+    def try_open_uni_stream(self, priority: Priority = ()) -> int | None:
+        """Open a unidirectional stream now (its data scheduled by `priority`), or return None if that would
+        have to wait."""
+        return self._try_open(True, priority)
 
-    def try_open_bidi_stream(self) -> int | None:
-        """Open a bidirectional stream now, or return None if that would have to wait."""
-        return self._try_open(unidirectional=False)
+    def try_open_bidi_stream(self, priority: Priority = ()) -> int | None:
+        """Open a bidirectional stream now (its data scheduled by `priority`), or return None if that would
+        have to wait."""
+        return self._try_open(False, priority)
 
     def send(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
-        """Queue `data` on a stream (and its FIN if `end_stream`). Never blocks.
+        """Queue `data` on a stream (and its FIN if `end_stream`) for the send scheduler. Never blocks.
 
         Writes to a stream the peer stopped (STOP_SENDING), or after the session ended, are dropped silently:
         the session learns about those from events and may race with them. Writing to a stream that is not ours
-        to write, or after our own FIN, raises StreamStateError.
+        to write, or after our own FIN, raises StreamStateError. Pace writes with `wait_writable()`: past
+        `max_scheduled_bytes` queued, the lowest-priority data streams (possibly this one) are reset with
+        EXCESSIVE_LOAD, and the write is dropped with them.
         """
         if self._closed_event is not None:
             return
@@ -343,9 +519,11 @@ class TransportConnection:
         if stream.send is not SendSide.OPEN:
             self.log.debug("dropping %d bytes for stream %d (%s)", len(data), stream_id, stream.send.value)
             return
-        self._submit(stream_id, data, end_stream)
+        self._submit(stream_id, stream.priority, data, end_stream)
         if end_stream:
             self._end_send_side(stream_id, stream, SendSide.FINISHED)
+        if self._queued_bytes > self.max_scheduled_bytes:
+            self._shed_load()
 
     def reset_stream(self, stream_id: int, code: int) -> None:
         """Abruptly end our sending side of a stream with an MOQT code (RESET_STREAM)."""
@@ -353,6 +531,8 @@ class TransportConnection:
         if self._closed_event is not None:
             return
         self._check_writable_id(stream_id)
+        # Whatever we still hold for the stream will never be sent (the reset's final size is what aioquic sent).
+        self._drop_queue(stream_id)
         stream = self._streams.get(stream_id)
         if stream is None:
             if self._forgotten(stream_id):
@@ -361,6 +541,7 @@ class TransportConnection:
                 self._inflight_uni.discard(stream_id)
                 self._schedule_transmit()
                 self._wake_openers()
+                self._wake_writers()
                 return
             raise StreamStateError(f"stream {stream_id} is not open")
         if stream.send in (SendSide.RESET, SendSide.STOPPED):
@@ -370,6 +551,7 @@ class TransportConnection:
         self._end_send_side(stream_id, stream, SendSide.RESET)
         self._schedule_transmit()
         self._wake_openers()
+        self._wake_writers()
 
     def stop_sending(self, stream_id: int, code: int) -> None:
         """Ask the peer to stop sending on a stream (STOP_SENDING); later data on it is discarded."""
@@ -393,7 +575,11 @@ class TransportConnection:
         self._schedule_transmit()
 
     def send_datagram(self, data: bytes) -> None:
-        """Send one unreliable datagram. Raises ValueError if it exceeds `max_datagram_payload`."""
+        """Send one unreliable datagram. Raises ValueError if it exceeds `max_datagram_payload`.
+
+        Datagrams bypass the send scheduler and its priorities: they exist for low latency, go out ahead of
+        stream data, and congestion drops the oldest (`MAX_PENDING_DATAGRAMS`) rather than queueing them.
+        """
         limit = self.max_datagram_payload
         if len(data) > limit:
             raise ValueError(f"datagram of {len(data)} bytes exceeds the {limit}-byte limit of this connection")
@@ -478,12 +664,177 @@ class TransportConnection:
     def _handle_quic_event(self, event: quic_events.QuicEvent) -> None:
         raise NotImplementedError
 
-    # ------------------------------------------------------------------ the one send path
+    # ------------------------------------------------------------------ the send scheduler
 
-    def _submit(self, stream_id: int, data: bytes, end_stream: bool) -> None:
-        """Every stream write goes through here: the place for a send scheduler to hold and order data."""
-        self._quic.send_stream_data(stream_id, data, end_stream)
+    def _submit(self, stream_id: int, priority: Priority, data: bytes, end_stream: bool) -> None:
+        """Every stream write goes through here: queue it; `_feed()` hands it to aioquic in priority order."""
+        if not data and not end_stream:
+            return
+        queue = self._queues.get(stream_id)
+        if queue is None:
+            queue = self._queues[stream_id] = _SendQueue(priority)
+            self._enlist(stream_id, priority)
+        if data:
+            queue.push(data)
+            self._queued_bytes += len(data)
+        if end_stream:
+            queue.fin = True
         self._schedule_transmit()
+
+    def _enlist(self, stream_id: int, priority: Priority) -> None:
+        ring = self._levels.get(priority)
+        if ring is None:
+            ring = self._levels[priority] = deque()
+            heapq.heappush(self._level_heap, priority)
+        ring.append(stream_id)
+
+    def _unlist(self, stream_id: int, priority: Priority) -> None:
+        ring = self._levels[priority]
+        ring.remove(stream_id)
+        if not ring:
+            del self._levels[priority]
+            self._level_heap.remove(priority)
+            heapq.heapify(self._level_heap)
+
+    def _drop_queue(self, stream_id: int) -> int:
+        """Forget what we hold for a stream (it was reset or stopped); return how many bytes that was."""
+        queue = self._queues.pop(stream_id, None)
+        if queue is None:
+            return 0
+        self._unlist(stream_id, queue.priority)
+        self._queued_bytes -= queue.size
+        return queue.size
+
+    def _quic_usage(self) -> tuple[int, int]:
+        """(bytes aioquic holds for our streams, of which never sent yet); forgets streams that hold nothing."""
+        held = unsent = 0
+        drained: list[int] = []
+        for stream_id in self._fed:
+            stream_held, stream_unsent = _aioquic.stream_send_buffered(self._quic, stream_id)
+            if stream_held:
+                held += stream_held
+                unsent += stream_unsent
+            else:
+                drained.append(stream_id)
+        self._fed.difference_update(drained)
+        return held, unsent
+
+    def _before_transmit(self) -> None:
+        self._feed()
+        self._wake_writers()
+
+    def _feed(self) -> None:
+        """Hand queued data to aioquic, highest priority first: about what its congestion window lets out now
+        (plus `max_quic_unsent_bytes`), and never past `max_quic_buffered_bytes` unacknowledged.
+
+        Strict priority between levels: a level gets nothing while a higher one has data it could send. Within
+        a level, streams take turns of `ROUND_ROBIN_QUANTUM` bytes. A stream out of flow-control credit is
+        skipped (it is not schedulable, draft §5.1); it is served again once MAX_STREAM_DATA arrives, which
+        comes with a received datagram and hence a transmit.
+        """
+        if not self._level_heap or self._closed_event is not None:
+            return
+        held, unsent = self._quic_usage()
+        sendable = max(0, _aioquic.congestion_window_available(self._quic))
+        room = min(self.max_quic_buffered_bytes - held, sendable + self.max_quic_unsent_bytes - unsent)
+        # Connection flow control: bytes written but not sent yet will consume credit too.
+        credit = _aioquic.connection_send_credit(self._quic) - unsent
+        heap = self._level_heap
+        skipped: list[Priority] = []  # levels whose every stream is blocked by flow control
+        while heap and room > 0 and credit > 0:
+            priority = heap[0]
+            ring = self._levels[priority]
+            blocked = 0
+            while ring and room > 0 and credit > 0 and blocked < len(ring):
+                stream_id = ring[0]
+                queue = self._queues[stream_id]
+                stream_credit = _aioquic.stream_send_credit(self._quic, stream_id)
+                if stream_credit is None:
+                    # aioquic can take nothing more (a reset we have not heard of yet): nothing left to send.
+                    self.log.debug("dropping %d queued bytes of unwritable stream %d", queue.size, stream_id)
+                    ring.popleft()
+                    del self._queues[stream_id]
+                    self._queued_bytes -= queue.size
+                    continue
+                shared = len(ring) > 1
+                if shared and queue.turn >= ROUND_ROBIN_QUANTUM:
+                    queue.turn = 0
+                    ring.rotate(-1)
+                    continue
+                limit = min(room, credit, stream_credit, queue.size)
+                if shared:
+                    # A turn is a quantum of bytes, however many feeds it takes (deficit round-robin): turns of
+                    # "whatever room an ACK freed" would favour whichever stream happens to meet the big ones.
+                    limit = min(limit, ROUND_ROBIN_QUANTUM - queue.turn)
+                if limit > 0:
+                    data = queue.take(limit)
+                    room -= len(data)
+                    credit -= len(data)
+                    self._queued_bytes -= len(data)
+                    self._fed.add(stream_id)
+                    self._quic.send_stream_data(stream_id, data, queue.fin and not queue.size)
+                    blocked = 0
+                    if not queue.size:  # all in aioquic now, with the FIN if there is one
+                        ring.popleft()
+                        del self._queues[stream_id]
+                    elif shared:
+                        queue.turn += len(data)
+                elif not queue.size:  # only the FIN is left, and it needs no credit
+                    self._quic.send_stream_data(stream_id, b"", True)
+                    ring.popleft()
+                    del self._queues[stream_id]
+                else:  # out of flow-control credit: not schedulable for now
+                    blocked += 1
+                    queue.turn = 0
+                    ring.rotate(-1)
+            if not ring:
+                heapq.heappop(heap)
+                del self._levels[priority]
+            elif room > 0 and credit > 0:
+                skipped.append(heapq.heappop(heap))
+            else:
+                break
+        for priority in skipped:
+            heapq.heappush(heap, priority)
+
+    def _shed_load(self) -> None:
+        """Over `max_scheduled_bytes`: reset the lowest-priority data streams with EXCESSIVE_LOAD until under it.
+
+        Lowest priority means the highest priority tuple, and among equals the newest stream (the one that would
+        be served last). Control and request streams (at or before `CONTROL_PRIORITY`, or bidirectional) are never
+        shed: if they alone exceed the bound, the peer is not reading control messages and the session is closed.
+        """
+        while self._queued_bytes > self.max_scheduled_bytes and self._closed_event is None:
+            candidates = [
+                (queue.priority, stream_id)
+                for stream_id, queue in self._queues.items()
+                if queue.size
+                and queue.priority > CONTROL_PRIORITY
+                and stream_is_unidirectional(stream_id)
+                and self._is_local(stream_id)
+            ]
+            if not candidates:
+                self.log.error("%d bytes queued on control and request streams: closing", self._queued_bytes)
+                self.close(SessionErrorCode.INTERNAL_ERROR, "send queue overflow")
+                return
+            priority, stream_id = max(candidates)
+            self.shed_streams += 1
+            self.log.warning(
+                "%d bytes queued (limit %d): resetting stream %d, priority %s, with EXCESSIVE_LOAD",
+                self._queued_bytes,
+                self.max_scheduled_bytes,
+                stream_id,
+                priority,
+            )
+            self.reset_stream(stream_id, StreamResetCode.EXCESSIVE_LOAD)
+
+    def _wake_writers(self) -> None:
+        if not self._writers:
+            return
+        buffered = self.buffered_bytes
+        for threshold, waiter in self._writers:
+            if buffered <= threshold and not waiter.done():
+                waiter.set_result(None)
 
     def _schedule_transmit(self) -> None:
         # Coalesce: a burst of sends in one loop iteration becomes one pass over aioquic's packet builder.
@@ -529,15 +880,16 @@ class TransportConnection:
             return False
         return not (unidirectional and len(self._inflight_uni) >= self.max_inflight_uni_streams)
 
-    def _open_now(self, unidirectional: bool) -> int:
+    def _open_now(self, unidirectional: bool, priority: Priority) -> int:
         stream_id = self._create_stream(unidirectional)
-        self._streams[stream_id] = _Stream(send=SendSide.OPEN, receiving=not unidirectional)
+        self._streams[stream_id] = _Stream(send=SendSide.OPEN, receiving=not unidirectional, priority=priority)
+        self._fed.add(stream_id)  # a WebTransport stream's header is already in aioquic
         if unidirectional:
             self._inflight_uni.add(stream_id)
         self._schedule_transmit()
         return stream_id
 
-    def _try_open(self, unidirectional: bool) -> int | None:
+    def _try_open(self, unidirectional: bool, priority: Priority) -> int | None:
         if self._closed_event is not None:
             raise SessionClosedError("the session is closed")
         if not self._ready.done():
@@ -545,10 +897,10 @@ class TransportConnection:
         # Waiting openers go first: a newcomer never overtakes them.
         if self._openers[unidirectional] or not self._can_open(unidirectional):
             return None
-        return self._open_now(unidirectional)
+        return self._open_now(unidirectional, priority)
 
     async def _open(self, unidirectional: bool, priority: Priority) -> int:
-        stream_id = self._try_open(unidirectional)
+        stream_id = self._try_open(unidirectional, priority)
         if stream_id is not None:
             return stream_id
         waiter: asyncio.Future[int] = self._loop.create_future()
@@ -566,9 +918,9 @@ class TransportConnection:
             return
         for unidirectional, queue in self._openers.items():
             while queue and self._can_open(unidirectional):
-                _, _, waiter = heapq.heappop(queue)
+                priority, _, waiter = heapq.heappop(queue)
                 if not waiter.done():
-                    waiter.set_result(self._open_now(unidirectional))
+                    waiter.set_result(self._open_now(unidirectional, priority))
 
     def _after_receive(self) -> None:
         """Run after each batch of received packets: release finished streams, wake openers, notice a close."""
@@ -612,6 +964,9 @@ class TransportConnection:
         self._emit(StreamReset(stream_id=stream_id, code=self._decode_code(wire_code), wire_code=wire_code))
 
     def _on_stop_sending(self, stream_id: int, wire_code: int) -> None:
+        # aioquic has reset our sending side: what we (and it) still hold for the stream will never be sent.
+        self._drop_queue(stream_id)
+        self._wake_writers()
         stream = self._peer_stream(stream_id)
         if stream is None or stream.send not in (SendSide.OPEN, SendSide.FINISHED):
             return
@@ -696,6 +1051,16 @@ class TransportConnection:
                     waiter.set_exception(SessionClosedError(f"session closed: {event.reason or event.code}"))
             queue.clear()
         self._inflight_uni.clear()
+        # Nothing more goes out on any stream: drop what the scheduler holds and fail whoever waits on it.
+        self._queues.clear()
+        self._levels.clear()
+        self._level_heap.clear()
+        self._queued_bytes = 0
+        self._fed.clear()
+        writers, self._writers = self._writers, []
+        for _, writer in writers:
+            if not writer.done():
+                writer.set_exception(SessionClosedError(f"session closed: {event.reason or event.code}"))
         if self._keepalive is not None:
             self._keepalive.cancel()
             self._keepalive = None

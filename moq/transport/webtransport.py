@@ -574,6 +574,9 @@ class WebTransportConnection(TransportConnection):
             if stream.receiving:
                 with contextlib.suppress(ValueError):
                     self._quic.stop_stream(stream_id, wtproto.WT_SESSION_GONE)
+        # A stream whose FIN is still queued in the send scheduler is no longer in _streams, yet unfinished.
+        for stream_id in self._queues.keys() - self._streams.keys():
+            self._quic.reset_stream(stream_id, wtproto.WT_SESSION_GONE)
         self._streams.clear()
         self._inflight_uni.clear()
 
