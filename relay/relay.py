@@ -263,7 +263,12 @@ class Relay:
 
     def _publishers(self, ns: TrackNamespace, exclude: MoqSession | None = None) -> Iterator[Announcement]:
         """Announcements whose namespace prefixes `ns`, longest first (the most specific publisher)."""
-        found = [a for a in self.announcements if namespace_has_prefix(ns, a.namespace) and a.session is not exclude]
+        # A publisher that sent GOAWAY gets no new requests (draft-22 §9.2); what it already serves goes on.
+        found = [
+            a
+            for a in self.announcements
+            if namespace_has_prefix(ns, a.namespace) and a.session is not exclude and a.session.goaway is None
+        ]
         found.sort(key=lambda a: -len(a.namespace))
         return iter(found)
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 
 import msgspec
 
@@ -61,7 +62,7 @@ from moq.session.events import (
 )
 from moq.session.session import Role, Session, SessionError
 from moq.transport.base import TransportConnection
-from moq.transport.errors import StreamStateError
+from moq.transport.errors import SessionClosedError, StreamStateError
 from moq.transport.events import (
     DatagramReceived,
     SessionClosed,
@@ -102,6 +103,18 @@ IMPLEMENTATION = "moqt-toolkit/0.1"
 MAX_ID = (1 << 64) - 1
 #: Subscriptions we serve whose join point we remember for a draft-18 joining FETCH (oldest forgotten first).
 MAX_JOINABLE_SUBSCRIPTIONS = 1024
+#: Bytes one subscription may have waiting to be sent (our queues + aioquic's) before its writer stops taking
+#: objects and waits for the peer. Small, so a congested subscriber's backlog is a few objects, not seconds; per
+#: subscription, so one track's backlog never holds up another's (the scheduler orders them by priority).
+MAX_SUBSCRIPTION_BACKLOG_BYTES = 256 * 1024
+#: How many groups a subscriber may fall behind the newest before its older groups are dropped (reset) and it
+#: goes on from the newest: a slow subscriber stays within a group or two of live.
+MAX_SUBSCRIBER_LAG_GROUPS = 2
+#: How long a peer must take nothing (the backlog not draining) before it counts as stalled: a burst of cached
+#: objects that is draining must not cost a healthy subscriber its groups.
+MAX_SUBSCRIBER_STALL_SECONDS = 0.5
+#: While waiting for a slow peer, how often a writer checks whether it has fallen too far behind.
+LAG_CHECK_SECONDS = 0.05
 
 RequestHandler = Callable[["MoqSession", RequestReceived], Awaitable[None]]
 
@@ -253,6 +266,9 @@ class MoqSession:
         self.tracks: dict[tuple[TrackNamespace, bytes], Track] = {}
         #: Objects this session has written to subscriptions (streams and datagrams), for tests and metrics.
         self.objects_sent = 0
+        #: Groups skipped because a subscriber fell behind, and objects dropped by a delivery timeout.
+        self.groups_dropped = 0
+        self.objects_expired = 0
         self.on_request: RequestHandler | None = None
         #: Told when the peer cancels one of its requests (a relay withdraws namespaces, drops subscribers).
         self.on_cancel: Callable[[MoqSession, RequestCancelled], None] | None = None
@@ -481,7 +497,8 @@ class MoqSession:
             objects = track.objects(start, end) if start <= end else []
             if objects:  # an empty fill range opens no stream (§3.4)
                 self._write_fetch_stream(rid, objects)
-        self.serve_track(rid, track, consumer_for(track, msg.parameters.location_filter))
+        timeout = delivery_timeout(msg.parameters.object_delivery_timeout, track)
+        self.serve_track(rid, track, consumer_for(track, msg.parameters.location_filter), timeout)
 
     def serve_joining_fetch(self, rid: int, msg: Fetch) -> None:
         """Answer a draft-18 joining FETCH from the cache of the subscription it joins (draft-18 §"Joining
@@ -528,22 +545,52 @@ class MoqSession:
             )
         self.session.finish_stream(handle)
 
-    def serve_track(self, rid: int, track: Track, consumer: TrackConsumer) -> asyncio.Task[None]:
-        """Send `track` from `consumer` on subscription `rid` until it ends or is cancelled; returns the task."""
-        task = self._loop.create_task(self._send_track(rid, track, consumer))
+    def serve_track(
+        self, rid: int, track: Track, consumer: TrackConsumer, object_timeout: float = 0.0
+    ) -> asyncio.Task[None]:
+        """Send `track` from `consumer` on subscription `rid` until it ends or is cancelled; returns the task.
+        `object_timeout` (seconds, 0 = none) is the subscription's effective OBJECT_DELIVERY_TIMEOUT."""
+        task = self._loop.create_task(self._send_track(rid, track, consumer, object_timeout))
         self._serving[rid] = task
         task.add_done_callback(lambda _: self._serving.pop(rid, None))
         return task
 
-    async def _send_track(self, rid: int, track: Track, consumer: TrackConsumer) -> None:
-        """Write a track's objects to one subscription: a stream per subgroup, a datagram per datagram object."""
+    async def _send_track(self, rid: int, track: Track, consumer: TrackConsumer, object_timeout: float = 0.0) -> None:
+        """Write a track's objects to one subscription: a stream per subgroup, a datagram per datagram object.
+
+        A slow subscriber only slows itself (DESIGN.md decision 4): when the session has more than
+        MAX_SESSION_BACKLOG_BYTES waiting, this writer stops taking objects and waits for the peer; if meanwhile it
+        falls MAX_SUBSCRIBER_LAG_GROUPS groups behind the newest, it resets the streams of its older groups (their
+        queued bytes are dropped) and goes on from the newest group. An object older than `object_timeout`
+        seconds when it would be handed over resets its stream with DELIVERY_TIMEOUT (draft-22 §5.2).
+        """
         streams: dict[tuple[int, int], int] = {}
+        finished: dict[int, int] = {}  # streams we FIN'd whose bytes may still be queued: handle -> group
+        timed_out: set[tuple[int, int]] = set()  # subgroups cut by a delivery timeout: never reopened (§5.2)
         session = self.session
+        newest = -1  # the newest group this writer has written to
+
+        def drop_before(group: int, code: int) -> None:
+            for key in [k for k in streams if k[0] < group]:
+                session.reset_stream(streams.pop(key), code)
+            for handle in [h for h, g in finished.items() if g < group]:
+                del finished[handle]
+                session.reset_stream(handle, code)  # a FIN'd stream can be reset until its data is acknowledged
+
         try:
             while True:
                 event = await consumer.next()
                 if isinstance(event, CachedObject):
-                    if event.subgroup_id is None:
+                    key = (event.group_id, event.subgroup_id if event.subgroup_id is not None else -1)
+                    if object_timeout and time.monotonic() - consumer.arrival > object_timeout:
+                        handle = streams.pop(key, None)
+                        if handle is not None:
+                            session.reset_stream(handle, StreamResetCode.DELIVERY_TIMEOUT)
+                        timed_out.add(key)
+                        self.objects_expired += 1
+                    elif key in timed_out:
+                        pass
+                    elif event.subgroup_id is None:
                         session.send_datagram(
                             rid,
                             event.group_id,
@@ -552,8 +599,8 @@ class MoqSession:
                             event.publisher_priority,
                             event.properties or None,
                         )
+                        self.objects_sent += 1
                     else:
-                        key = (event.group_id, event.subgroup_id)
                         handle = streams.get(key)
                         if handle is None:
                             handle = streams[key] = session.open_subgroup(
@@ -565,11 +612,13 @@ class MoqSession:
                                 with_properties=True,
                             )
                         session.write_object(handle, event.object_id, event.payload, event.properties, event.status)
-                    self.objects_sent += 1
+                        self.objects_sent += 1
+                    newest = max(newest, event.group_id)
                 elif isinstance(event, SubgroupEnded):
                     handle = streams.pop((event.group_id, event.subgroup_id), None)
                     if handle is not None:
                         session.finish_stream(handle)
+                        finished[handle] = event.group_id
                 elif isinstance(event, SubgroupReset):
                     handle = streams.pop((event.group_id, event.subgroup_id), None)
                     if handle is not None:
@@ -577,12 +626,40 @@ class MoqSession:
                 elif isinstance(event, GroupsDropped):
                     for key in [k for k in streams if k[0] in event.group_ids]:
                         session.reset_stream(streams.pop(key), StreamResetCode.TOO_FAR_BEHIND)
+                    self.groups_dropped += len(event.group_ids)
                 elif isinstance(event, TrackEnded):
                     session.publish_done(rid, event.status, event.reason)
                     self._flush()
                     return
                 self._flush()
-        except SessionError:
+                if len(timed_out) > 4 * track.max_groups:
+                    timed_out = {k for k in timed_out if track.has_group(k[0])}
+                # Back-pressure, per subscription: wait for the peer rather than queue without end, and skip ahead
+                # if left behind. Only this subscription's own backlog counts, so a bulk track never holds up an
+                # urgent one (the scheduler sends the urgent streams first). A burst that drains is not a stall;
+                # a backlog that does not shrink for MAX_SUBSCRIBER_STALL_SECONDS while groups pile up is.
+                for handle in [h for h in finished if not self._backlog((h,))]:
+                    del finished[handle]  # delivered
+                backlog = self._backlog([*streams.values(), *finished])
+                stalled_since = time.monotonic()
+                while backlog > MAX_SUBSCRIPTION_BACKLOG_BYTES:
+                    latest = track.latest_group
+                    stalled = time.monotonic() - stalled_since >= MAX_SUBSCRIBER_STALL_SECONDS
+                    if stalled and latest is not None and latest - newest >= MAX_SUBSCRIBER_LAG_GROUPS:
+                        skipped = consumer.skip_to_latest_group()
+                        drop_before(latest, StreamResetCode.TOO_FAR_BEHIND)
+                        self.groups_dropped += len([g for g in skipped if g >= newest])
+                        self._flush()
+                        newest = latest
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        # Any progress of the connection wakes us; then see whether ours moved.
+                        await asyncio.wait_for(self.conn.wait_writable(self.conn.buffered_bytes - 1), LAG_CHECK_SECONDS)
+                    now_backlog = self._backlog([*streams.values(), *finished])
+                    if now_backlog < backlog:
+                        stalled_since = time.monotonic()
+                    backlog = now_backlog
+        except (SessionError, SessionClosedError):
             pass  # the subscription or the session ended under us
         finally:
             consumer.close()
@@ -655,7 +732,10 @@ class MoqSession:
     def _execute(self, cmd: object) -> None:
         conn = self.conn
         if isinstance(cmd, OpenStream):
-            sid = conn.try_open_uni_stream() if cmd.unidirectional else conn.try_open_bidi_stream()
+            if cmd.unidirectional:
+                sid = conn.try_open_uni_stream(cmd.priority)
+            else:
+                sid = conn.try_open_bidi_stream(cmd.priority)
             if sid is not None:
                 self._map(cmd.handle, sid)
             else:
@@ -795,6 +875,17 @@ class MoqSession:
                 self._timer.cancel()
             self.closed.set()
 
+    def _backlog(self, handles: Iterable[int]) -> int:
+        """Bytes written to these streams and not yet acknowledged (or still waiting for the stream to open)."""
+        total = 0
+        for handle in handles:
+            pending = self._pending.get(handle)
+            if pending is not None:
+                total += sum(len(cmd.data) for cmd in pending if isinstance(cmd, SendStreamData))
+            else:
+                total += self.conn.stream_buffered(self._stream_ids.get(handle, handle))
+        return total
+
     def _join_done(self, fetch_id: int) -> None:
         sub = self._joins.pop(fetch_id, None)
         if sub is not None:
@@ -830,6 +921,14 @@ def consumer_for(track: Track, flt: LocationFilter | None) -> TrackConsumer:
             return track.consumer()
         return track.consumer(max(0, latest + 1 - flt.start_group))
     return track.consumer(flt.start_group)
+
+
+def delivery_timeout(subscriber_ms: int | None, track: Track) -> float:
+    """The effective OBJECT_DELIVERY_TIMEOUT in seconds (0 = none): the smaller of the subscriber's and the
+    track's (property 0x02) when both are set (draft-22 §5.2)."""
+    publisher_ms = next((v for k, v in track.properties if k == 0x02 and isinstance(v, int)), 0)
+    values = [v for v in (subscriber_ms or 0, publisher_ms) if v]
+    return min(values) / 1000 if values else 0.0
 
 
 def fetch_window(flt: LocationFilter | None, largest: Location) -> tuple[Location, Location]:

@@ -16,6 +16,7 @@ must append them (§11.3: a relay never reorders objects of a stream).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -85,6 +86,7 @@ TrackEvent = CachedObject | SubgroupEnded | SubgroupReset | GroupsDropped | Trac
 @dataclass(slots=True)
 class _Subgroup:
     objects: list[CachedObject] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() when each object was appended
     ended: bool = False
 
 
@@ -152,6 +154,7 @@ class Track:
         elif obj.subgroup_id is not None and sub.objects and obj.object_id <= sub.objects[-1].object_id:
             raise TrackError(f"object {obj.object_id} does not follow {sub.objects[-1].object_id} in its subgroup")
         sub.objects.append(obj)
+        sub.arrivals.append(time.monotonic())
         size = len(obj.payload)
         group.size += size
         self.cached_bytes += size
@@ -265,6 +268,9 @@ class TrackConsumer:
         self._dropped: list[int] = []
         self._active: set[int] = set()  # groups this cursor has delivered objects of (a writer has streams open)
         self.closed = False
+        #: When the object `poll`/`next` last returned was appended (time.monotonic()): its age decides
+        #: delivery timeouts (draft-22 §5.2).
+        self.arrival = 0.0
 
     def poll(self) -> TrackEvent | None:
         """The next event if one is ready, else None (never waits)."""
@@ -290,7 +296,9 @@ class TrackConsumer:
                 self._active.add(gid)
                 if len(self._active) > 2 * track.max_groups:  # keep it bounded: forget groups long gone
                     self._active.intersection_update(track._groups)
-            return group.subgroups[sid].objects[index]
+            sub = group.subgroups[sid]
+            self.arrival = sub.arrivals[index]
+            return sub.objects[index]
         if self._dropped:
             dropped, self._dropped = tuple(self._dropped), []
             return GroupsDropped(dropped)

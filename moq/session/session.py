@@ -697,11 +697,13 @@ class Session:
             self._finish(writer.request)
 
     def reset_stream(self, handle: int, code: int = StreamResetCode.CANCELLED) -> None:
-        """Reset a data stream we opened (delivery timeout, too far behind, ..., §11.3.2)."""
+        """Reset a data stream we opened (delivery timeout, too far behind, ..., §11.3.2), even one we have
+        FIN'd already: until the peer has it all, a reset still drops what it has not received."""
         writer = self._writers.pop(handle, None)
-        if writer is None:
-            return
-        writer.request.open_streams.discard(handle)
+        if writer is not None:
+            writer.request.open_streams.discard(handle)
+        elif self._is_peer_stream(handle) or not handle & 2 or handle >= self._next_uni:
+            return  # not a data stream of ours
         self._commands.append(ResetStream(handle, code))
 
     def send_datagram(

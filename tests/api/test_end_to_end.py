@@ -19,6 +19,7 @@ from moq.session.events import ObjectReceived
 from moq.transport.errors import VersionNegotiationFailed
 from moq.transport.tls import CertificateBundle, generate_dev_certificate
 from moq.wire.codes import ObjectStatus, PublishDoneCode, RequestErrorCode
+from moq.wire.params import LocationFilter, LocationFilterType, Parameters
 from moq.wire.primitives import Location
 from moq.wire.version import SUPPORTED_VERSIONS, Version
 
@@ -213,3 +214,39 @@ def test_joining_gets_past_groups_then_live_ones(certificate: CertificateBundle,
         assert all(o.payload == b"%d/%d" % (o.group_id, o.object_id) for o in got)
 
     run(with_server(certificate, kind, track, body, client_versions=(version,)))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_objects_past_their_delivery_timeout_are_not_sent(certificate: CertificateBundle, kind: str) -> None:
+    """OBJECT_DELIVERY_TIMEOUT (draft-22 §5.2): an object older than the timeout when it would be handed to the
+    transport is dropped and its stream reset; fresh objects still flow."""
+    track = Track(NS, b"video")
+    for oid in range(5):
+        track.append(CachedObject(0, 0, oid, b"stale %d" % oid))
+    served: list[MoqSession] = []
+
+    async def handler(session: MoqSession) -> None:
+        session.add_track(track)
+        served.append(session)
+        await session.wait_closed()
+
+    async def scenario() -> None:
+        server = await serve(handler, host="127.0.0.1", port=0, certificate=certificate)
+        try:
+            await asyncio.sleep(0.3)  # the condition under test is the objects' age: let them age
+            client = await connect(url(kind, server.port), fingerprint=certificate.fingerprint)
+            async with client:
+                flt = LocationFilter(LocationFilterType.ABSOLUTE_START, 0, 0)
+                sub = await client.subscribe(NS, "video", Parameters(location_filter=flt, object_delivery_timeout=100))
+                for oid in range(3):
+                    track.append(CachedObject(1, 0, oid, b"fresh %d" % oid))
+                track.end_subgroup(1, 0)
+                track.end_track()
+                got = [(o.group_id, o.object_id, o.payload) async for o in sub]
+                assert got == [(1, oid, b"fresh %d" % oid) for oid in range(3)]
+                assert served[0].objects_expired == 5
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(scenario())
