@@ -31,7 +31,7 @@ import logging
 import re
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -119,14 +119,17 @@ class WebServer:
         *,
         relay_port: int,
         relay_host: str = "::",
-        fingerprint: str | None = None,
+        fingerprint: str | Callable[[], str | None] | None = None,
         drafts: Sequence[int] = (),
         root: Path = WEB_ROOT,
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int = MAX_CONNECTIONS,
+        request_timeout: float = REQUEST_TIMEOUT_SECONDS,
     ) -> None:
         """`relay_port` / `relay_host`: where the relay's WebTransport listens (its bind address); `fingerprint`:
-        the development certificate's sha-256 in hex, None for a certificate browsers trust by themselves."""
+        the development certificate's sha-256 in hex, or a function giving the current one (the relay renews its
+        development certificate while it runs, so each page load must read it afresh); None for a certificate
+        browsers trust by themselves."""
         self.relay_port = relay_port
         self.relay_host = relay_host
         self.fingerprint = fingerprint
@@ -134,6 +137,7 @@ class WebServer:
         self.root = root.resolve()
         self.ssl_context = ssl_context
         self.max_connections = max_connections
+        self.request_timeout = request_timeout
         self.connections = 0
         self.refused = 0
         self._server: asyncio.Server | None = None
@@ -212,7 +216,7 @@ class WebServer:
     async def _one_request(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
         """Read and answer one request; False when the connection is to be closed."""
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT_SECONDS)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.request_timeout)
         except asyncio.IncompleteReadError as exc:
             if exc.partial.strip():
                 self._write(writer, Response(400, b"incomplete request\n", close=True), head_only=False)
@@ -258,9 +262,11 @@ class WebServer:
     # -- routing ------------------------------------------------------------------------------------------------
 
     def _respond(self, method: str, target: str, headers: dict[str, str]) -> Response:
+        # A body is never read: the connection closes after the answer, so its bytes cannot pass for a request.
+        has_body = int(headers.get("content-length", "0") or "0") > 0 or "transfer-encoding" in headers
         if method not in ("GET", "HEAD"):
-            return Response(405, b"only GET and HEAD\n", headers=[("Allow", "GET, HEAD")])
-        if int(headers.get("content-length", "0") or "0") > 0 or "transfer-encoding" in headers:
+            return Response(405, b"only GET and HEAD\n", headers=[("Allow", "GET, HEAD")], close=has_body)
+        if has_body:
             return Response(413, b"requests here carry no body\n", close=True)
         path = _request_path(target)
         if path == "/config.json":
@@ -277,11 +283,13 @@ class WebServer:
         if host in _WILDCARDS:
             match = _HOSTNAME.match(host_header)
             host = match.group(1) if match else "localhost"
+            if host == "localhost" and self.relay_host == "0.0.0.0":
+                host = "127.0.0.1"  # Chromium tries ::1 first for localhost, where an IPv4-only relay is not
         if ":" in host and not host.startswith("["):
             host = f"[{host}]"
         config = {
             "url": f"https://{host}:{self.relay_port}/",
-            "fingerprint": self.fingerprint,
+            "fingerprint": self.fingerprint() if callable(self.fingerprint) else self.fingerprint,
             "drafts": list(self.drafts),
         }
         return json.dumps(config).encode()
@@ -357,6 +365,8 @@ def _request_path(target: str) -> str:
 
 
 def _display_host(bind: str) -> str:
+    if bind == "0.0.0.0":
+        return "127.0.0.1"
     return "localhost" if bind in _WILDCARDS else bind
 
 
@@ -370,7 +380,7 @@ async def start_web(running: RunningRelay, config: RelayConfig, *, port: int | N
     server = WebServer(
         relay_port=running.port,
         relay_host=config.bind,
-        fingerprint=running.certificate.fingerprint_hex if running.dev_certificate else None,
+        fingerprint=lambda: running.certificate.fingerprint_hex if running.dev_certificate else None,
         drafts=[int(v) for v in running.server.versions],
         ssl_context=context,
     )

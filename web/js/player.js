@@ -1,0 +1,1016 @@
+// The player: an MSF catalog, LOC video and audio, WebCodecs decoders, a canvas and Web Audio.
+//
+// What it reads (DIGEST §18; moq/media):
+// - the track `catalog` of the broadcast: object 0 of each group is a whole MSF catalog (JSON), later objects
+//   of the group are delta updates. It picks the first LOC video track and the first LOC audio track it can
+//   decode and subscribes to them; a new subscriber starts at the latest group.
+// - LOC objects (draft-ietf-moq-loc-04): the payload is one WebCodecs chunk; TIMESTAMP (0x10) is the capture
+//   time, microseconds since the Unix epoch unless TIMESCALE (0x08) says otherwise; VIDEO_CONFIG (0x0D) on a
+//   group's first object is the decoder description (avcC for "avc1"); VIDEO_FRAME_MARKING (0x09) marks
+//   keyframes. One group per GOP, object 0 the keyframe; audio (Opus) one frame per group by default.
+//
+// How it plays:
+// - Each track has a group buffer (GroupBuffer): objects by group, played in group order and, inside a group,
+//   in object order. The next group is taken when the current one has ended (its stream's FIN) and the next
+//   id follows on, or after a short wait (a lost group, a late FIN). Buffers are bounded.
+// - One playout clock for both tracks (PlayoutClock): an object with capture time T is due at
+//   T + (best transit seen lately) + jitter, in this page's clock. The best transit is the minimum of
+//   (arrival - T) over a sliding window, so it follows the live edge and not the burst of cached frames a
+//   subscriber gets first; it also absorbs a constant clock difference between publisher and viewer.
+// - Video: chunks go to a VideoDecoder as soon as they are in order (a few in flight); decoded frames wait in
+//   a small render queue and are drawn on the canvas when due, at animation-frame rate; frames due at once
+//   (catching up) are decoded but only the newest is drawn.
+// - Audio: each decoded AudioData becomes an AudioBuffer started at its due time on the AudioContext's clock;
+//   one that is already late is dropped, one within a few ms of the previous buffer's end is butted to it.
+// - Falling behind: before each chunk, a track compares the chunk's capture time with the newest capture
+//   time received (its live edge). More than `maxLatencyMs` behind, it skips to the newest group that starts
+//   with object 0: the groups in between are dropped (counted in groupsDropped) and their streams cancelled
+//   (STOP_SENDING), and the decoder resumes at that group's keyframe.
+//
+// Counters go to `stats` (the page exposes it as window.moqStats).
+
+import * as moqt from './moqt.js';
+import { RequestError, Session } from './session.js';
+
+/** LOC property types (draft-ietf-moq-loc-04 §6). */
+export const LocProperty = Object.freeze({
+  TIMESCALE: 0x08,
+  VIDEO_FRAME_MARKING: 0x09,
+  AUDIO_LEVEL: 0x0c,
+  VIDEO_CONFIG: 0x0d,
+  AUDIO_CONFIG: 0x0f,
+  TIMESTAMP: 0x10,
+});
+
+export const CATALOG_TRACK = 'catalog';
+
+/** Tunables; a page may override them from its query. */
+export const DEFAULTS = Object.freeze({
+  /** Playout delay over the best transit seen (ms): what absorbs network jitter. */
+  jitterMs: 100,
+  /** Behind the live edge by more than this (ms), a track skips to its newest group. */
+  maxLatencyMs: 1000,
+  /** Groups a track buffers (audio: one 20 ms frame per group, so 8 s); past it the oldest are dropped. */
+  maxBufferedGroups: 400,
+  /** Payload bytes a track buffers. */
+  maxBufferedBytes: 32 * 1024 * 1024,
+  /** Chunks in a decoder's queue before we wait for it. */
+  maxDecodeQueue: 6,
+  /** Decoded video frames waiting for their time (each holds a picture's memory). */
+  maxRenderQueue: 30,
+  /** Test hook: after this many decoded video frames, stall every decode loop for `stallMs` (once). */
+  stallAfterFrames: null,
+  stallMs: 0,
+  /** Keep the capture time of every decoded video frame in stats.trace (bounded by MAX_TRACE). */
+  trace: false,
+});
+
+/** The number of entries stats.trace keeps. */
+export const MAX_TRACE = 20000;
+/** The playout clock's window for the best transit (ms): two windows of this length are kept. */
+const TRANSIT_WINDOW_MS = 5000;
+/** How long a finished group's successor may be missing before we move past the gap (ms). */
+const GAP_WAIT_MS = 80;
+/** How long a group with no FIN and no new object holds back the next group (ms). */
+const STALE_GROUP_MS = 400;
+/** How long the first objects of a track are held so that early groups arriving out of order line up (ms). */
+const START_HOLD_MS = 40;
+/** Retry delays when the broadcast is not there (yet) or the session failed (ms). */
+const RETRY_MS = [500, 1000, 2000, 4000];
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const textDecoder = new TextDecoder();
+
+/** A wake-up for a loop waiting on data: notify() ends every current wait(); wait(ms) also ends after ms. */
+class Signal {
+  #resolve = null;
+  #promise = null;
+
+  notify() {
+    const resolve = this.#resolve;
+    this.#resolve = this.#promise = null;
+    resolve?.();
+  }
+
+  wait(ms) {
+    this.#promise ??= new Promise((resolve) => (this.#resolve = resolve));
+    if (ms === undefined) return this.#promise;
+    let timer;
+    return Promise.race([this.#promise, new Promise((r) => (timer = setTimeout(r, ms)))]).finally(() =>
+      clearTimeout(timer),
+    );
+  }
+}
+
+/** Events per second over the last second. */
+class RateMeter {
+  #times = [];
+  #amounts = [];
+
+  add(amount = 1, now = performance.now()) {
+    this.#times.push(now);
+    this.#amounts.push(amount);
+    this.#trim(now);
+  }
+
+  rate(now = performance.now()) {
+    this.#trim(now);
+    return this.#amounts.reduce((a, b) => a + b, 0);
+  }
+
+  #trim(now) {
+    while (this.#times.length && this.#times[0] < now - 1000) {
+      this.#times.shift();
+      this.#amounts.shift();
+    }
+  }
+}
+
+/** Media time (capture ms) to this page's clock (performance.now() ms); see the top of this file. */
+class PlayoutClock {
+  #windows = [Infinity, Infinity];
+  #windowStart = 0;
+
+  constructor(jitterMs) {
+    this.jitterMs = jitterMs;
+  }
+
+  /** An object captured at `mediaMs` arrived at `arrival` (performance.now()). */
+  observe(mediaMs, arrival) {
+    if (arrival - this.#windowStart > TRANSIT_WINDOW_MS) {
+      this.#windows = [this.#windows[1], Infinity];
+      this.#windowStart = arrival;
+    }
+    this.#windows[1] = Math.min(this.#windows[1], arrival - mediaMs);
+  }
+
+  /** performance.now() - capture time for an object played on time, or null before any was seen. */
+  get offset() {
+    const best = Math.min(...this.#windows);
+    return best === Infinity ? null : best + this.jitterMs;
+  }
+
+  /** When an object captured at `mediaMs` is due, in performance.now() ms. */
+  due(mediaMs) {
+    const offset = this.offset;
+    return offset === null ? performance.now() : mediaMs + offset;
+  }
+}
+
+/**
+ * One track's received objects, by group, handed out in play order (see the top of this file).
+ * `needsStart`: a group can only be played from its object 0 (video: it holds the keyframe).
+ */
+export class GroupBuffer {
+  /** Group ids held, ascending. */
+  ids = [];
+  groups = new Map();
+  /** The group being played, or null before the first (or after losing our place). */
+  current = null;
+  /** The newest capture time received (µs). */
+  liveEdgeUs = null;
+  bytes = 0;
+  /** Groups given up without being played whole. */
+  dropped = 0;
+  #firstArrival = null;
+
+  constructor({ needsStart, maxGroups, maxBytes }) {
+    this.needsStart = needsStart;
+    this.maxGroups = maxGroups;
+    this.maxBytes = maxBytes;
+  }
+
+  /** Add an object (with `timeUs` set); false when it comes too late to be played. */
+  push(obj) {
+    if (this.current !== null && obj.groupId < this.current) return false;
+    let group = this.groups.get(obj.groupId);
+    if (!group) {
+      group = { id: obj.groupId, objects: [], next: 0, ended: false, reset: false, lastArrival: 0, endedAt: 0 };
+      this.groups.set(obj.groupId, group);
+      this.#insertId(obj.groupId);
+    }
+    const objects = group.objects;
+    let at = objects.length;
+    while (at > 0 && objects[at - 1].objectId > obj.objectId) at--;
+    if ((at > 0 && objects[at - 1].objectId === obj.objectId) || at < group.next) return false;
+    objects.splice(at, 0, obj);
+    group.lastArrival = obj.receivedAt;
+    this.#firstArrival ??= obj.receivedAt;
+    this.bytes += obj.payload.length;
+    if (obj.timeUs !== null && (this.liveEdgeUs === null || obj.timeUs > this.liveEdgeUs)) this.liveEdgeUs = obj.timeUs;
+    this.#bound();
+    return true;
+  }
+
+  /** The group's stream ended: FIN (`reset` false) or RESET_STREAM (true). */
+  end(groupId, reset, now = performance.now()) {
+    const group = this.groups.get(groupId);
+    if (!group || group.ended) return;
+    group.ended = true;
+    group.reset = reset;
+    group.endedAt = now;
+  }
+
+  /** The next object to play, without taking it: the rest of the current group, else the next group's first. */
+  peek() {
+    const group = this.current === null ? null : this.groups.get(this.current);
+    if (group && group.next < group.objects.length) return group.objects[group.next];
+    const following = this.ids.find((id) => this.current === null || id > this.current);
+    return following === undefined ? null : (this.groups.get(following).objects[0] ?? null);
+  }
+
+  /** How far (ms) the next object to play is behind the live edge; null when there is none. */
+  behindMs() {
+    const head = this.peek();
+    if (head === null || head.timeUs === null || this.liveEdgeUs === null) return null;
+    return (this.liveEdgeUs - head.timeUs) / 1000;
+  }
+
+  /** The newest group that can be played from its start, or null. */
+  newestStart() {
+    for (let i = this.ids.length - 1; i >= 0; i--) {
+      if (this.#startable(this.groups.get(this.ids[i]))) return this.ids[i];
+    }
+    return null;
+  }
+
+  /** Drop every group before `groupId` and play from it; returns the groups dropped. */
+  skipTo(groupId) {
+    let dropped = 0;
+    while (this.ids.length && this.ids[0] < groupId) {
+      const group = this.groups.get(this.ids[0]);
+      if (group.objects.length) dropped++;
+      this.#remove(this.ids[0]);
+    }
+    this.current = this.groups.has(groupId) ? groupId : null;
+    this.dropped += dropped;
+    return dropped;
+  }
+
+  /** The next object in play order, or null when it is not there yet. */
+  take(now = performance.now()) {
+    for (;;) {
+      if (this.current === null) {
+        if (this.#firstArrival === null || now - this.#firstArrival < START_HOLD_MS) return null;
+        const start = this.ids.find((id) => this.#startable(this.groups.get(id)));
+        if (start === undefined) return null;
+        this.skipTo(start);
+      }
+      const group = this.groups.get(this.current);
+      if (group.next < group.objects.length) {
+        const obj = group.objects[group.next];
+        const previous = group.next > 0 ? group.objects[group.next - 1].objectId : null;
+        if (this.needsStart && previous !== null && obj.objectId !== previous + 1) {
+          // A hole inside the group (an object lost): what follows cannot be decoded. Give up the group.
+          this.#advance(group, now, true);
+          continue;
+        }
+        group.next++;
+        return obj;
+      }
+      if (!this.#advance(group, now, false)) return null;
+    }
+  }
+
+  /** Move past the exhausted (or broken) current group when its successor may start; false to wait. */
+  #advance(group, now, broken) {
+    const index = this.ids.indexOf(group.id);
+    const nextId = this.ids[index + 1];
+    if (nextId === undefined) {
+      if (!broken) return false;
+      this.dropped++;
+      this.#remove(group.id);
+      this.current = null;
+      return true;
+    }
+    const follows = Number(nextId) === Number(group.id) + 1;
+    if (!broken) {
+      const settled = group.ended ? follows || now - group.endedAt > GAP_WAIT_MS : now - group.lastArrival > STALE_GROUP_MS;
+      if (!settled) return false;
+    }
+    if (broken || group.reset) this.dropped++;
+    if (!follows) this.dropped += Math.max(0, Number(nextId) - Number(group.id) - 1);
+    this.#remove(group.id);
+    this.current = this.#startable(this.groups.get(nextId)) ? nextId : null;
+    return true;
+  }
+
+  #startable(group) {
+    return group !== undefined && group.objects.length > 0 && (!this.needsStart || group.objects[0].objectId === 0);
+  }
+
+  #insertId(id) {
+    let at = this.ids.length;
+    while (at > 0 && this.ids[at - 1] > id) at--;
+    this.ids.splice(at, 0, id);
+  }
+
+  #remove(id) {
+    const group = this.groups.get(id);
+    if (!group) return;
+    for (const obj of group.objects) this.bytes -= obj.payload.length;
+    this.groups.delete(id);
+    this.ids.splice(this.ids.indexOf(id), 1);
+  }
+
+  #bound() {
+    while (this.ids.length > 1 && (this.ids.length > this.maxGroups || this.bytes > this.maxBytes)) {
+      const oldest = this.ids[0];
+      this.dropped++;
+      this.#remove(oldest);
+      if (oldest === this.current) this.current = null;
+    }
+  }
+}
+
+/** The capture time of a LOC object in µs (TIMESTAMP in TIMESCALE units, default µs), or null. */
+export function captureTimeUs(properties, trackTimescale = null) {
+  const stamp = moqt.getProperty(properties, LocProperty.TIMESTAMP);
+  if (stamp === undefined) return null;
+  const scale = moqt.getProperty(properties, LocProperty.TIMESCALE) ?? trackTimescale;
+  const value = Number(stamp);
+  return scale && Number(scale) !== 1_000_000 ? (value * 1_000_000) / Number(scale) : value;
+}
+
+/** Whether a video object is a keyframe: VIDEO_FRAME_MARKING's I bit (RFC 9626), else object 0 of a group. */
+function isKeyframe(obj) {
+  const marking = moqt.getProperty(obj.properties, LocProperty.VIDEO_FRAME_MARKING);
+  if (marking instanceof Uint8Array && marking.length > 0) return (marking[0] & 0x20) !== 0;
+  return obj.objectId === 0;
+}
+
+/** "avc1.PPCCLL" from an avcC record, for a catalog that gives no codec. */
+function codecFromAvcC(avcC) {
+  const hex = (b) => b.toString(16).padStart(2, '0');
+  return `avc1.${hex(avcC[1])}${hex(avcC[2])}${hex(avcC[3])}`;
+}
+
+function sameBytes(a, b) {
+  if (a === b) return true;
+  if (!a || !b || a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+// -- Catalog (MSF §"Catalog", §"Delta updates") ------------------------------------------------------------------
+
+function trackKey(track) {
+  return `${track.namespace ?? ''}\u0000${track.name}`;
+}
+
+/** The catalog after a delta update's operations (add, remove, clone, update), in order. */
+export function applyDelta(catalog, delta) {
+  const tracks = new Map(catalog.tracks.map((t) => [trackKey(t), t]));
+  for (const operation of delta.deltaUpdate ?? []) {
+    for (const patch of operation.tracks ?? []) {
+      const { parentName, parentNamespace, ...fields } = patch;
+      if (operation.op === 'add') {
+        tracks.set(trackKey(fields), fields);
+      } else if (operation.op === 'remove') {
+        tracks.delete(trackKey(fields));
+      } else if (operation.op === 'clone' || operation.op === 'update') {
+        const parentKey = trackKey({ name: parentName ?? patch.name, namespace: parentNamespace ?? patch.namespace });
+        const parent = tracks.get(parentKey);
+        if (!parent) continue;
+        if (operation.op === 'clone') {
+          const clone = { ...parent, ...fields };
+          tracks.set(trackKey(clone), clone);
+        } else {
+          if (!parentName) delete fields.name;
+          const updated = { ...parent, ...fields };
+          const entries = [...tracks].map(([k, v]) => (k === parentKey ? [trackKey(updated), updated] : [k, v]));
+          tracks.clear();
+          for (const [k, v] of entries) tracks.set(k, v);
+        }
+      }
+    }
+  }
+  return { ...catalog, generatedAt: delta.generatedAt ?? catalog.generatedAt, tracks: [...tracks.values()] };
+}
+
+function roleOf(track) {
+  if (track.role) return track.role;
+  const codec = track.codec ?? '';
+  if (/^(avc|hvc|hev|vp0|vp8|vp9|av01)/.test(codec)) return 'video';
+  if (/^(opus|mp4a|flac|vorbis)/.test(codec)) return 'audio';
+  return null;
+}
+
+/** The stats the page shows and exposes as window.moqStats (one object, updated in place). */
+export function createStats(trace = false) {
+  return {
+    state: 'starting',
+    draft: null,
+    /** Sessions opened (1 while nothing went wrong: a reconnect adds one). */
+    sessions: 0,
+    relay: null,
+    broadcast: null,
+    framesDecoded: 0,
+    framesRendered: 0,
+    framesSkipped: 0,
+    audioFramesDecoded: 0,
+    audioFramesPlayed: 0,
+    audioFramesLate: 0,
+    latencyMs: null,
+    fps: 0,
+    bitrateKbps: 0,
+    groupsDropped: 0,
+    videoGroupsDropped: 0,
+    audioGroupsDropped: 0,
+    skips: 0,
+    outOfOrder: 0,
+    objectsReceived: 0,
+    bytesReceived: 0,
+    videoTrack: null,
+    audioTrack: null,
+    /** When the video subscription was accepted (ms since the epoch): from then on every frame should play. */
+    videoSince: null,
+    videoCodec: null,
+    audioCodec: null,
+    width: null,
+    height: null,
+    audioState: null,
+    stalled: false,
+    catalogTracks: [],
+    lastError: null,
+    trace: trace ? { video: [], skips: [] } : null,
+  };
+}
+
+// -- Tracks ------------------------------------------------------------------------------------------------------
+
+/** What video and audio tracks share: the subscription, the group buffer, the decode loop and skipping. */
+class MediaTrack {
+  signal = new Signal();
+  closed = false;
+  sub = null;
+
+  constructor(player, track, kind) {
+    this.player = player;
+    this.track = track;
+    this.kind = kind;
+    const o = player.options;
+    this.buffer = new GroupBuffer({
+      needsStart: kind === 'video',
+      maxGroups: o.maxBufferedGroups,
+      maxBytes: o.maxBufferedBytes,
+    });
+    // A video subscriber joins at the start of the latest GOP, up to a GOP behind the live edge: skipping then
+    // would throw away the group it just joined. So the bound is at least a GOP (MSF maxGopDuration) + margin.
+    const gop = kind === 'video' ? Number(track.maxGopDuration ?? track.maxGroupDuration ?? 0) : 0;
+    this.skipThresholdMs = Math.max(o.maxLatencyMs, gop + 2 * o.jitterMs);
+  }
+
+  async start(session, namespace) {
+    const ns = this.track.namespace ? this.track.namespace.split('/') : namespace;
+    this.sub = await session.subscribe(ns, this.track.name, {
+      priority: this.kind === 'audio' ? 64 : 128,
+      onObject: (obj) => this.#received(obj),
+      onStreamEnd: ({ groupId, reset }) => {
+        this.buffer.end(groupId, reset);
+        this.signal.notify();
+      },
+      onDone: ({ reason }) => this.player.trackEnded(this, reason),
+    });
+    if (this.kind === 'video') this.player.stats.videoSince = Date.now();
+    this.#loop().catch((err) => this.player.fail(err));
+  }
+
+  close() {
+    this.closed = true;
+    this.sub?.cancel();
+    this.signal.notify();
+  }
+
+  #received(obj) {
+    const stats = this.player.stats;
+    stats.objectsReceived++;
+    if (obj.status !== moqt.ObjectStatus.NORMAL) {
+      if (obj.status === moqt.ObjectStatus.END_OF_GROUP) this.buffer.end(obj.groupId, false);
+      this.signal.notify();
+      return;
+    }
+    obj.timeUs = captureTimeUs(obj.properties, this.track.timescale ?? null);
+    if (obj.timeUs !== null) this.player.clock.observe(obj.timeUs / 1000, obj.receivedAt);
+    this.buffer.push(obj);
+    if (obj.datagram && obj.endOfGroup) this.buffer.end(obj.groupId, false);
+    this.signal.notify();
+  }
+
+  async #loop() {
+    while (!this.closed) {
+      await this.player.stallPoint();
+      const behind = this.buffer.behindMs();
+      if (behind !== null && behind > this.skipThresholdMs) this.#skipAhead(behind);
+      if (this.busy()) {
+        await this.signal.wait(10);
+        continue;
+      }
+      const obj = this.buffer.take();
+      if (obj === null) {
+        await this.signal.wait(GAP_WAIT_MS / 2);
+        continue;
+      }
+      this.decode(obj);
+    }
+  }
+
+  #skipAhead(behind) {
+    const buffer = this.buffer;
+    const target = buffer.newestStart();
+    const from = buffer.current ?? buffer.ids[0];
+    if (target === null || from === undefined || target <= from) return;
+    const dropped = buffer.skipTo(target);
+    this.sub?.cancelGroupsBefore(target);
+    this.skipped(dropped);
+    const stats = this.player.stats;
+    stats.skips++;
+    stats.trace?.skips.push({ kind: this.kind, from: Number(from), to: Number(target), dropped, behindMs: behind });
+    console.info(`${this.kind}: ${Math.round(behind)} ms behind, skipped from group ${from} to ${target}`);
+  }
+
+  /** Dropped groups are counted once, from the buffer's own count. */
+  countDrops() {
+    const stats = this.player.stats;
+    const field = this.kind === 'video' ? 'videoGroupsDropped' : 'audioGroupsDropped';
+    stats[field] = this.buffer.dropped;
+    stats.groupsDropped = stats.videoGroupsDropped + stats.audioGroupsDropped;
+  }
+
+  /** Hooks for the subclasses. */
+  busy() {
+    return false;
+  }
+
+  skipped(dropped) {}
+
+  decode(obj) {}
+}
+
+class VideoTrack extends MediaTrack {
+  decoder = null;
+  config = null;
+  waitingForKey = true;
+  renderQueue = [];
+  lastTimestamp = -Infinity;
+  renderMeter = new RateMeter();
+  #drawing = false;
+
+  constructor(player, track) {
+    super(player, track, 'video');
+    this.canvas = player.canvas;
+    this.context = this.canvas?.getContext('2d') ?? null;
+  }
+
+  async start(session, namespace) {
+    await super.start(session, namespace);
+    this.#scheduleDraw();
+  }
+
+  close() {
+    super.close();
+    for (const frame of this.renderQueue) frame.close();
+    this.renderQueue = [];
+    if (this.decoder && this.decoder.state !== 'closed') this.decoder.close();
+  }
+
+  busy() {
+    return (this.decoder !== null && this.decoder.decodeQueueSize >= this.player.options.maxDecodeQueue) ||
+      this.renderQueue.length >= this.player.options.maxRenderQueue;
+  }
+
+  skipped() {
+    this.waitingForKey = true; // the next chunk is the new group's keyframe
+    this.countDrops();
+  }
+
+  #configure(description) {
+    if (!this.decoder || this.decoder.state === 'closed') {
+      this.decoder = new VideoDecoder({
+        output: (frame) => this.#decoded(frame),
+        error: (err) => {
+          this.player.stats.lastError = `video decoder: ${err.message}`;
+          console.warn(`video decoder: ${err.message}`);
+          this.decoder = null;
+          this.config = null;
+          this.waitingForKey = true;
+        },
+      });
+      this.decoder.addEventListener('dequeue', () => this.signal.notify());
+    }
+    const codec = this.track.codec ?? (description ? codecFromAvcC(description) : 'avc1.42e01e');
+    const config = { codec, optimizeForLatency: true };
+    if (description) config.description = description;
+    this.decoder.configure(config);
+    this.config = description ?? new Uint8Array(0);
+    this.player.stats.videoCodec = codec;
+  }
+
+  decode(obj) {
+    this.countDrops();
+    const key = isKeyframe(obj);
+    if (key) {
+      const description = moqt.getProperty(obj.properties, LocProperty.VIDEO_CONFIG) ?? null;
+      const wanted = description ?? this.config ?? new Uint8Array(0);
+      if (!this.decoder || this.decoder.state !== 'configured' || !sameBytes(wanted, this.config)) {
+        this.#configure(description ?? (this.config?.length ? this.config : null));
+      }
+    }
+    if (!this.decoder || this.decoder.state !== 'configured' || (this.waitingForKey && !key)) {
+      this.player.stats.framesSkipped++;
+      return;
+    }
+    this.waitingForKey = false;
+    try {
+      this.decoder.decode(new EncodedVideoChunk({ type: key ? 'key' : 'delta', timestamp: obj.timeUs ?? 0, data: obj.payload }));
+    } catch (err) {
+      this.player.stats.lastError = `video decode: ${err.message}`;
+      this.waitingForKey = true;
+    }
+  }
+
+  #decoded(frame) {
+    const stats = this.player.stats;
+    stats.framesDecoded++;
+    if (frame.timestamp <= this.lastTimestamp) stats.outOfOrder++;
+    this.lastTimestamp = frame.timestamp;
+    if (stats.trace && stats.trace.video.length < MAX_TRACE) stats.trace.video.push(frame.timestamp);
+    stats.width = frame.displayWidth;
+    stats.height = frame.displayHeight;
+    if (this.closed) {
+      frame.close();
+      return;
+    }
+    this.renderQueue.push(frame);
+  }
+
+  #scheduleDraw() {
+    if (this.closed || this.#drawing) return;
+    this.#drawing = true;
+    const next = () => {
+      this.#drawing = false;
+      this.#draw();
+      this.#scheduleDraw();
+    };
+    if (document.visibilityState === 'visible') requestAnimationFrame(next);
+    else setTimeout(next, 16);
+  }
+
+  /** Draw the newest frame that is due; frames due before it are passed over (catching up). */
+  #draw() {
+    const now = performance.now();
+    const clock = this.player.clock;
+    let show = null;
+    while (this.renderQueue.length && clock.due(this.renderQueue[0].timestamp / 1000) <= now) {
+      if (show) {
+        show.close();
+        this.player.stats.framesSkipped++;
+      }
+      show = this.renderQueue.shift();
+    }
+    if (this.renderQueue.length < this.player.options.maxRenderQueue) this.signal.notify();
+    if (!show) return;
+    const canvas = this.canvas;
+    if (canvas && this.context) {
+      if (canvas.width !== show.displayWidth || canvas.height !== show.displayHeight) {
+        canvas.width = show.displayWidth;
+        canvas.height = show.displayHeight;
+      }
+      this.context.drawImage(show, 0, 0, canvas.width, canvas.height);
+    }
+    const stats = this.player.stats;
+    stats.framesRendered++;
+    stats.latencyMs = Math.round(Date.now() - show.timestamp / 1000);
+    this.renderMeter.add(1, now);
+    show.close();
+  }
+}
+
+class AudioTrack extends MediaTrack {
+  decoder = null;
+  #nextTime = 0;
+  #clockBase = null;
+  #clockBaseAt = -Infinity;
+
+  constructor(player, track) {
+    super(player, track, 'audio');
+    this.context = player.audioContext();
+  }
+
+  close() {
+    super.close();
+    if (this.decoder && this.decoder.state !== 'closed') this.decoder.close();
+  }
+
+  busy() {
+    return this.decoder !== null && this.decoder.decodeQueueSize >= this.player.options.maxDecodeQueue;
+  }
+
+  skipped() {
+    this.countDrops();
+  }
+
+  #configure(description) {
+    this.decoder = new AudioDecoder({
+      output: (data) => this.#decoded(data),
+      error: (err) => {
+        this.player.stats.lastError = `audio decoder: ${err.message}`;
+        console.warn(`audio decoder: ${err.message}`);
+        this.decoder = null;
+      },
+    });
+    this.decoder.addEventListener('dequeue', () => this.signal.notify());
+    const config = {
+      codec: this.track.codec ?? 'opus',
+      sampleRate: this.track.samplerate ?? 48000,
+      numberOfChannels: parseInt(this.track.channelConfig ?? '2', 10) || 2,
+    };
+    if (description) config.description = description;
+    this.decoder.configure(config);
+    this.player.stats.audioCodec = config.codec;
+  }
+
+  decode(obj) {
+    this.countDrops();
+    if (!this.decoder || this.decoder.state === 'closed') {
+      this.#configure(moqt.getProperty(obj.properties, LocProperty.AUDIO_CONFIG) ?? null);
+    }
+    try {
+      this.decoder.decode(new EncodedAudioChunk({ type: 'key', timestamp: obj.timeUs ?? 0, data: obj.payload }));
+    } catch (err) {
+      this.player.stats.lastError = `audio decode: ${err.message}`;
+    }
+  }
+
+  /** The AudioContext's time minus performance.now() in seconds, re-read once a second (it drifts slowly). */
+  #contextOffset(now) {
+    if (now - this.#clockBaseAt > 1000) {
+      const stamp = this.context.getOutputTimestamp?.();
+      this.#clockBase =
+        stamp && stamp.performanceTime
+          ? stamp.contextTime - stamp.performanceTime / 1000
+          : this.context.currentTime - now / 1000;
+      this.#clockBaseAt = now;
+    }
+    return this.#clockBase;
+  }
+
+  #decoded(data) {
+    const stats = this.player.stats;
+    stats.audioFramesDecoded++;
+    const ctx = this.context;
+    try {
+      if (this.closed || !ctx || ctx.state !== 'running') return;
+      const now = performance.now();
+      let when = this.player.clock.due(data.timestamp / 1000) / 1000 + this.#contextOffset(now);
+      if (Math.abs(when - this.#nextTime) < 0.01) when = this.#nextTime; // butt it to the previous buffer
+      if (when < ctx.currentTime + 0.005) {
+        stats.audioFramesLate++;
+        return;
+      }
+      const buffer = ctx.createBuffer(data.numberOfChannels, data.numberOfFrames, data.sampleRate);
+      for (let ch = 0; ch < data.numberOfChannels; ch++) {
+        data.copyTo(buffer.getChannelData(ch), { planeIndex: ch, format: 'f32-planar' });
+      }
+      const source = ctx.createBufferSource();
+      source.buffer = buffer;
+      source.connect(ctx.destination);
+      source.start(when);
+      this.#nextTime = when + buffer.duration;
+      stats.audioFramesPlayed++;
+      if (!this.player.video) stats.latencyMs = Math.round(Date.now() - data.timestamp / 1000 + (when - ctx.currentTime) * 1000);
+    } finally {
+      data.close();
+    }
+  }
+}
+
+// -- The player --------------------------------------------------------------------------------------------------
+
+export class Player {
+  /** @type {Session | null} */
+  session = null;
+  video = null;
+  audio = null;
+  catalog = null;
+  #audioContext = null;
+  #stallUntil = 0;
+  #stallUsed = false;
+  #stopped = false;
+  #bytesAt = null;
+  #ended = null;
+  /** Catalog changes are applied one after the other (choosing a track awaits the decoder and the relay). */
+  #choosing = Promise.resolve();
+
+  /**
+   * @param {{namespace: Uint8Array[], canvas?: HTMLCanvasElement, options?: object, stats?: object}} init
+   */
+  constructor({ namespace, canvas = null, options = {}, stats = null }) {
+    this.namespace = namespace;
+    this.canvas = canvas;
+    this.options = { ...DEFAULTS, ...options };
+    this.stats = stats ?? createStats(this.options.trace);
+    this.clock = new PlayoutClock(this.options.jitterMs);
+    this.ticker = setInterval(() => this.#tick(), 250);
+  }
+
+  /** The shared AudioContext (created on first use); null where Web Audio is missing. */
+  audioContext() {
+    if (!this.#audioContext && typeof AudioContext !== 'undefined') {
+      this.#audioContext = new AudioContext({ latencyHint: 'interactive', sampleRate: 48000 });
+      this.#audioContext.resume().catch(() => {});
+    }
+    return this.#audioContext;
+  }
+
+  /** Resume audio after a user gesture (browsers start an AudioContext suspended without one). */
+  async resumeAudio() {
+    await this.audioContext()?.resume();
+  }
+
+  /** Play until stop(): connect, play the broadcast, and start again whenever the session or broadcast ends. */
+  async run(config) {
+    this.stats.relay = config.url;
+    let attempt = 0;
+    while (!this.#stopped) {
+      try {
+        this.stats.state = 'connecting';
+        this.session = await Session.connect(config.url, config);
+        this.stats.sessions++;
+        this.stats.draft = this.session.version;
+        attempt = 0;
+        await this.#play(this.session);
+      } catch (err) {
+        this.fail(err);
+      }
+      this.#closeTracks();
+      this.session?.close();
+      this.session = null;
+      if (this.#stopped) break;
+      await sleep(RETRY_MS[Math.min(attempt++, RETRY_MS.length - 1)]);
+    }
+  }
+
+  stop() {
+    this.#stopped = true;
+    clearInterval(this.ticker);
+    this.#closeTracks();
+    this.session?.close();
+    this.#ended?.();
+  }
+
+  fail(err) {
+    const message = String(err?.message ?? err);
+    this.stats.lastError = message;
+    console.warn(`player: ${message}`);
+  }
+
+  /** A track's subscription ended (PUBLISH_DONE or its stream closed). */
+  trackEnded(track, reason) {
+    console.info(`${track.kind} track ended: ${reason}`);
+    this.#ended?.();
+  }
+
+  /** The test hook: wait out a stall (see DEFAULTS.stallAfterFrames). */
+  async stallPoint() {
+    const o = this.options;
+    if (!this.#stallUsed && o.stallAfterFrames !== null && this.stats.framesDecoded >= o.stallAfterFrames) {
+      this.#stallUsed = true;
+      this.#stallUntil = performance.now() + o.stallMs;
+      console.info(`stalling the decode loops for ${o.stallMs} ms`);
+    }
+    const left = this.#stallUntil - performance.now();
+    this.stats.stalled = left > 0;
+    if (left > 0) await sleep(left);
+  }
+
+  /** One broadcast on one session, until the broadcast or the session ends. */
+  async #play(session) {
+    let attempt = 0;
+    while (!this.#stopped && !session.closeInfo) {
+      this.stats.state = 'waiting for the broadcast';
+      const ended = new Promise((resolve) => (this.#ended = resolve));
+      let catalogSub;
+      try {
+        catalogSub = await session.subscribe(this.namespace, CATALOG_TRACK, {
+          priority: 0,
+          onObject: (obj) => this.#catalogObject(obj, session),
+          onDone: () => this.#ended?.(),
+        });
+      } catch (err) {
+        if (!(err instanceof RequestError)) throw err;
+        await Promise.race([sleep(RETRY_MS[Math.min(attempt++, RETRY_MS.length - 1)]), session.closed]);
+        continue;
+      }
+      attempt = 0;
+      await Promise.race([ended, session.closed]);
+      catalogSub.cancel();
+      this.#closeTracks();
+      this.catalog = null;
+      if (!session.closeInfo && !this.#stopped) {
+        this.stats.state = 'broadcast ended';
+        await Promise.race([sleep(RETRY_MS[0]), session.closed]);
+      }
+    }
+    this.stats.state = 'disconnected';
+  }
+
+  #catalogObject(obj, session) {
+    if (obj.status !== moqt.ObjectStatus.NORMAL || obj.payload.length === 0) return;
+    let parsed;
+    try {
+      parsed = JSON.parse(textDecoder.decode(obj.payload));
+    } catch (err) {
+      this.fail(new Error(`catalog is not JSON: ${err.message}`));
+      return;
+    }
+    if (parsed.deltaUpdate) {
+      if (!this.catalog) return; // a delta with no catalog to apply it to: wait for the next whole one
+      this.catalog = applyDelta(this.catalog, parsed);
+    } else {
+      if (!Array.isArray(parsed.tracks)) {
+        this.fail(new Error('catalog has no tracks'));
+        return;
+      }
+      this.catalog = parsed;
+    }
+    this.stats.catalogTracks = this.catalog.tracks.map((t) => t.name);
+    this.#choosing = this.#choosing.then(() => this.#choose(session)).catch((err) => this.fail(err));
+  }
+
+  /** Subscribe to the first LOC video and audio tracks of the catalog we can decode; drop ones removed. */
+  async #choose(session) {
+    if (!this.catalog || session.closeInfo) return;
+    const tracks = this.catalog.tracks.filter((t) => (t.packaging ?? 'loc') === 'loc');
+    for (const kind of ['video', 'audio']) {
+      const current = this[kind];
+      if (current && !tracks.some((t) => t.name === current.track.name)) {
+        current.close();
+        this[kind] = null;
+      }
+      if (this[kind]) continue;
+      const candidates = tracks.filter((t) => roleOf(t) === kind);
+      for (const track of candidates) {
+        if (!(await this.#supported(kind, track))) continue;
+        const media = kind === 'video' ? new VideoTrack(this, track) : new AudioTrack(this, track);
+        this[kind] = media;
+        this.stats[`${kind}Track`] = track.name;
+        try {
+          await media.start(session, this.namespace);
+        } catch (err) {
+          this[kind] = null;
+          media.close();
+          this.fail(err);
+          continue;
+        }
+        break;
+      }
+    }
+    this.stats.state = this.video || this.audio ? 'playing' : 'no playable track';
+  }
+
+  async #supported(kind, track) {
+    try {
+      if (kind === 'video') {
+        if (typeof VideoDecoder === 'undefined') return false;
+        const { supported } = await VideoDecoder.isConfigSupported({ codec: track.codec ?? 'avc1.42e01e' });
+        return supported;
+      }
+      if (typeof AudioDecoder === 'undefined') return false;
+      const { supported } = await AudioDecoder.isConfigSupported({
+        codec: track.codec ?? 'opus',
+        sampleRate: track.samplerate ?? 48000,
+        numberOfChannels: parseInt(track.channelConfig ?? '2', 10) || 2,
+      });
+      return supported;
+    } catch {
+      return false;
+    }
+  }
+
+  #closeTracks() {
+    this.video?.close();
+    this.audio?.close();
+    this.video = this.audio = null;
+  }
+
+  #tick() {
+    const stats = this.stats;
+    const now = performance.now();
+    stats.fps = this.video ? this.video.renderMeter.rate(now) : 0;
+    stats.audioState = this.#audioContext?.state ?? null;
+    const session = this.session;
+    if (session) {
+      stats.bytesReceived = session.bytesReceived;
+      if (this.#bytesAt && this.#bytesAt.session === session) {
+        const seconds = (now - this.#bytesAt.time) / 1000;
+        const bits = (session.bytesReceived - this.#bytesAt.bytes) * 8;
+        const kbps = seconds > 0 ? bits / seconds / 1000 : 0;
+        stats.bitrateKbps = Math.round(stats.bitrateKbps * 0.6 + kbps * 0.4);
+      }
+      this.#bytesAt = { session, time: now, bytes: session.bytesReceived };
+    }
+    this.video?.countDrops();
+    this.audio?.countDrops();
+  }
+}
