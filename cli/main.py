@@ -49,6 +49,7 @@ def setup_logging(level: str) -> None:
 @click.option("--cache-groups", type=int, help="Groups kept cached per track.")
 @click.option("--cache-bytes", type=int, help="Payload bytes kept cached per track.")
 @click.option("--rendezvous-timeout", type=float, help="Seconds a SUBSCRIBE waits for a publisher by default.")
+@click.option("--web-port", type=int, help="TCP port of the browser pages (default 8080; HTTPS with --cert).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
 def relay(config_path: str | None, **flags: object) -> None:
     """Run a relay: routes, caches and fans out MoQ tracks (raw QUIC and WebTransport on one UDP port)."""
@@ -64,3 +65,6 @@ def relay(config_path: str | None, **flags: object) -> None:
         asyncio.run(run_relay(config))
     except OSError as exc:
         raise click.ClickException(f"cannot start the relay: {exc}") from exc
+
+
+from cli import interop as _interop  # noqa: E402, F401  (registers `moq interop`)
