@@ -113,6 +113,8 @@ MAX_SUBSCRIBER_LAG_GROUPS = 2
 #: How long a peer must take nothing (the backlog not draining) before it counts as stalled: a burst of cached
 #: objects that is draining must not cost a healthy subscriber its groups.
 MAX_SUBSCRIBER_STALL_SECONDS = 0.5
+#: The shortest period at which a writer checks its subgroups against the subgroup delivery timeout.
+MIN_EXPIRY_CHECK_SECONDS = 0.01
 #: While waiting for a slow peer, how often a writer checks whether it has fallen too far behind.
 LAG_CHECK_SECONDS = 0.05
 
@@ -497,8 +499,11 @@ class MoqSession:
             objects = track.objects(start, end) if start <= end else []
             if objects:  # an empty fill range opens no stream (§3.4)
                 self._write_fetch_stream(rid, objects)
-        timeout = delivery_timeout(msg.parameters.object_delivery_timeout, track)
-        self.serve_track(rid, track, consumer_for(track, msg.parameters.location_filter), timeout)
+        timeouts = DeliveryTimeouts(
+            delivery_timeout(msg.parameters.object_delivery_timeout, track, 0x02),
+            delivery_timeout(msg.parameters.subgroup_delivery_timeout, track, 0x06),
+        )
+        self.serve_track(rid, track, consumer_for(track, msg.parameters.location_filter), timeouts)
 
     def serve_joining_fetch(self, rid: int, msg: Fetch) -> None:
         """Answer a draft-18 joining FETCH from the cache of the subscription it joins (draft-18 §"Joining
@@ -546,34 +551,63 @@ class MoqSession:
         self.session.finish_stream(handle)
 
     def serve_track(
-        self, rid: int, track: Track, consumer: TrackConsumer, object_timeout: float = 0.0
+        self, rid: int, track: Track, consumer: TrackConsumer, timeouts: DeliveryTimeouts | None = None
     ) -> asyncio.Task[None]:
         """Send `track` from `consumer` on subscription `rid` until it ends or is cancelled; returns the task.
-        `object_timeout` (seconds, 0 = none) is the subscription's effective OBJECT_DELIVERY_TIMEOUT."""
-        task = self._loop.create_task(self._send_track(rid, track, consumer, object_timeout))
+        `timeouts` are the subscription's effective delivery timeouts (draft-22 §5.2)."""
+        task = self._loop.create_task(self._send_track(rid, track, consumer, timeouts or DeliveryTimeouts()))
         self._serving[rid] = task
         task.add_done_callback(lambda _: self._serving.pop(rid, None))
         return task
 
-    async def _send_track(self, rid: int, track: Track, consumer: TrackConsumer, object_timeout: float = 0.0) -> None:
+    async def _send_track(self, rid: int, track: Track, consumer: TrackConsumer, timeouts: DeliveryTimeouts) -> None:
         """Write a track's objects to one subscription: a stream per subgroup, a datagram per datagram object.
 
         A slow subscriber only slows itself (DESIGN.md decision 4): when the session has more than
         MAX_SESSION_BACKLOG_BYTES waiting, this writer stops taking objects and waits for the peer; if meanwhile it
         falls MAX_SUBSCRIBER_LAG_GROUPS groups behind the newest, it resets the streams of its older groups (their
-        queued bytes are dropped) and goes on from the newest group. An object older than `object_timeout`
-        seconds when it would be handed over resets its stream with DELIVERY_TIMEOUT (draft-22 §5.2).
+        queued bytes are dropped) and goes on from the newest group. Delivery timeouts (draft-22 §5.2): an object
+        older than the object timeout when it would be handed over resets its stream with DELIVERY_TIMEOUT, and
+        so does a subgroup not wholly delivered within the subgroup timeout of its upstream end.
         """
+        object_timeout = timeouts.object
         streams: dict[tuple[int, int], int] = {}
-        finished: dict[int, int] = {}  # streams we FIN'd whose bytes may still be queued: handle -> group
+        finished: dict[int, tuple[int, int]] = {}  # streams we FIN'd, bytes maybe still queued: -> (group, subgroup)
         timed_out: set[tuple[int, int]] = set()  # subgroups cut by a delivery timeout: never reopened (§5.2)
         session = self.session
         newest = -1  # the newest group this writer has written to
 
+        async def expire_subgroups() -> None:
+            """Reset subgroups not wholly delivered within the subgroup timeout of their upstream end (§5.2),
+            whether or not this writer has got to their end yet (a stalled writer lags behind the cache)."""
+            while True:
+                await asyncio.sleep(max(MIN_EXPIRY_CHECK_SECONDS, timeouts.subgroup / 4))
+                now = time.monotonic()
+                expired = False
+                for key, handle in list(streams.items()):
+                    ended = track.subgroup_ended_at(*key)
+                    if ended is not None and now - ended > timeouts.subgroup:
+                        del streams[key]
+                        timed_out.add(key)
+                        session.reset_stream(handle, StreamResetCode.DELIVERY_TIMEOUT)
+                        self.objects_expired += 1
+                        expired = True
+                for handle, (group, subgroup) in list(finished.items()):
+                    ended = track.subgroup_ended_at(group, subgroup)
+                    if ended is not None and now - ended > timeouts.subgroup and self._backlog((handle,)):
+                        del finished[handle]
+                        session.reset_stream(handle, StreamResetCode.DELIVERY_TIMEOUT)
+                        self.objects_expired += 1
+                        expired = True
+                if expired:
+                    self._flush()
+
+        expirer = asyncio.ensure_future(expire_subgroups()) if timeouts.subgroup else None
+
         def drop_before(group: int, code: int) -> None:
             for key in [k for k in streams if k[0] < group]:
                 session.reset_stream(streams.pop(key), code)
-            for handle in [h for h, g in finished.items() if g < group]:
+            for handle in [h for h, (g, _) in finished.items() if g < group]:
                 del finished[handle]
                 session.reset_stream(handle, code)  # a FIN'd stream can be reset until its data is acknowledged
 
@@ -618,7 +652,7 @@ class MoqSession:
                     handle = streams.pop((event.group_id, event.subgroup_id), None)
                     if handle is not None:
                         session.finish_stream(handle)
-                        finished[handle] = event.group_id
+                        finished[handle] = (event.group_id, event.subgroup_id)
                 elif isinstance(event, SubgroupReset):
                     handle = streams.pop((event.group_id, event.subgroup_id), None)
                     if handle is not None:
@@ -663,6 +697,8 @@ class MoqSession:
             pass  # the subscription or the session ended under us
         finally:
             consumer.close()
+            if expirer is not None:
+                expirer.cancel()
 
     # -- internals ----------------------------------------------------------------------------------------------
 
@@ -923,10 +959,17 @@ def consumer_for(track: Track, flt: LocationFilter | None) -> TrackConsumer:
     return track.consumer(flt.start_group)
 
 
-def delivery_timeout(subscriber_ms: int | None, track: Track) -> float:
-    """The effective OBJECT_DELIVERY_TIMEOUT in seconds (0 = none): the smaller of the subscriber's and the
-    track's (property 0x02) when both are set (draft-22 §5.2)."""
-    publisher_ms = next((v for k, v in track.properties if k == 0x02 and isinstance(v, int)), 0)
+class DeliveryTimeouts(msgspec.Struct, frozen=True):
+    """A subscription's effective delivery timeouts in seconds, 0 = none (draft-22 §5.2)."""
+
+    object: float = 0.0
+    subgroup: float = 0.0
+
+
+def delivery_timeout(subscriber_ms: int | None, track: Track, kind: int) -> float:
+    """An effective delivery timeout in seconds (0 = none): the smaller of the subscriber's parameter and the
+    track's property `kind` (0x02 OBJECT_, 0x06 SUBGROUP_DELIVERY_TIMEOUT) when both are set (draft-22 §5.2)."""
+    publisher_ms = next((v for k, v in track.properties if k == kind and isinstance(v, int)), 0)
     values = [v for v in (subscriber_ms or 0, publisher_ms) if v]
     return min(values) / 1000 if values else 0.0
 

@@ -88,6 +88,7 @@ class _Subgroup:
     objects: list[CachedObject] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)  # time.monotonic() when each object was appended
     ended: bool = False
+    ended_at: float = 0.0  # time.monotonic() when its end was known (the upstream FIN)
 
 
 @dataclass(slots=True)
@@ -173,6 +174,7 @@ class Track:
         if sub.ended:
             return
         sub.ended = True
+        sub.ended_at = time.monotonic()
         self._log.append((group, subgroup_id, -2 if reset else -1))
         self._wake()
 
@@ -228,6 +230,12 @@ class Track:
 
     def has_group(self, group_id: int) -> bool:
         return group_id in self._groups
+
+    def subgroup_ended_at(self, group_id: int, subgroup_id: int) -> float | None:
+        """When (group, subgroup) was known complete (time.monotonic()), or None if it is not (or not cached)."""
+        group = self._groups.get(group_id)
+        sub = group.subgroups.get(subgroup_id) if group is not None else None
+        return sub.ended_at if sub is not None and sub.ended else None
 
     # -- internals ----------------------------------------------------------------------------------------------
 

@@ -343,3 +343,35 @@ def test_a_stalled_subscriber_loses_old_groups_and_nobody_else_is_slowed(tmp_pat
                 s.close()
 
     run(scenario())
+
+
+def test_subgroup_delivery_timeout_resets_what_could_not_be_delivered(tmp_path: Path) -> None:
+    """SUBGROUP_DELIVERY_TIMEOUT (draft-22 §5.2): a subgroup not delivered within the timeout of its upstream end
+    is reset with DELIVERY_TIMEOUT; later groups still flow."""
+
+    async def scenario() -> None:
+        async with relay_running(tmp_path) as running:
+            pub, track = await publisher_of(running, "quic", Version.DRAFT_22)
+            viewer = await client(running, "quic")
+            sub = await viewer.subscribe(NS, "video", Parameters(subgroup_delivery_timeout=200))
+            pause_socket(viewer, True)
+            for oid in range(5):
+                track.append(CachedObject(0, 0, oid, bytes([oid]) * 100_000))
+            track.end_subgroup(0, 0)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while not any(s.objects_expired for s in running.relay.sessions):  # the relay's writer acts on its own
+                assert loop.time() < deadline, "the stalled subgroup was never reset"
+                await asyncio.sleep(0.02)
+            pause_socket(viewer, False)
+            for oid in range(3):
+                track.append(CachedObject(1, 0, oid, b"fresh %d" % oid))
+            track.end_subgroup(1, 0)
+            track.end_track()
+            got = [(o.group_id, o.object_id) async for o in sub]
+            assert [g for g in got if g[0] == 1] == [(1, 0), (1, 1), (1, 2)]
+            assert len([g for g in got if g[0] == 0]) < 5  # group 0 was cut short
+            pub.close()
+            viewer.close()
+
+    run(scenario())

@@ -35,8 +35,8 @@ from moq.wire.codes import ObjectStatus, PublishDoneCode, RequestErrorCode, Sess
 from moq.wire.data import EndOfRangeKind
 from moq.wire.messages import (
     Fetch,
-    GoAway,
     FetchOk,
+    GoAway,
     NamespaceDone,
     Publish,
     Setup,
