@@ -68,3 +68,5 @@ def relay(config_path: str | None, **flags: object) -> None:
 
 
 from cli import interop as _interop  # noqa: E402, F401  (registers `moq interop`)
+from cli import publish as _publish  # noqa: E402, F401  (registers `moq publish`)
+from cli import subscribe as _subscribe  # noqa: E402, F401  (registers `moq subscribe`)

@@ -123,6 +123,9 @@ class TrackDecoder:
         self.frames_decoded = 0
         #: Frames dropped because the decoder could not start yet (no decoder configuration, no keyframe).
         self.frames_skipped = 0
+        # A keyframe has been fed: what follows can be decoded. Not "a picture came out": a decoder that reorders
+        # (B-frames) holds the first pictures back, and the frames fed meanwhile are needed.
+        self._started = False
         self.width: int | None = None
         self.height: int | None = None
 
@@ -149,9 +152,10 @@ class TrackDecoder:
         """The pictures or sample blocks this frame completes (none while the decoder waits for a start)."""
         config = frame.video_config if self.kind == "video" else frame.audio_config
         ctx = self._context(config)
-        if ctx is None or (self.kind == "video" and self.frames_decoded == 0 and frame.keyframe is False):
+        if ctx is None or (self.kind == "video" and not self._started and frame.keyframe is False):
             self.frames_skipped += 1
             return []
+        self._started = True
         packet = Packet(frame.payload)
         if frame.time_us is not None:
             packet.pts = frame.time_us

@@ -19,8 +19,9 @@ keyframe (pict_type I); every other frame gets pict_type NONE, because lavfi mar
 Timing. Media time (`pts_us`) starts at 0 at the input's start and runs on across loops. Inputs that are not live
 (pattern, file, stdin) are paced at real time: a frame is released when the wall clock reaches start + its media
 time (with `realtime=False` as fast as possible). The capture timestamp is start + media time (see
-`moq.media.frames`). Video is constant frame rate: each input frame lands in the output slot nearest its time;
-extra frames are dropped and short gaps filled by repeating the previous frame.
+`moq.media.frames`); start is when iteration begins, not when the input was opened. Video is constant frame rate:
+each input frame lands in the output slot nearest its time; extra frames are dropped and short gaps filled by
+repeating the previous frame.
 
 Threads. Everything here blocks (PyAV decodes, encodes and sleeps); run `MediaPipeline` in a worker thread, or use
 `AsyncMediaStream`, which does so and hands frames to the event loop through a bounded queue.
@@ -197,6 +198,11 @@ class _Pacer:
             delay = self._mono + float(t) - time.monotonic()
             if delay > 0:
                 self._stopped.wait(delay)
+
+    def restart(self) -> None:
+        """Anchor media time 0 at now, however long ago the input was opened and probed."""
+        self._mono = time.monotonic()
+        self.wall_us = _wall_us()
 
     def capture_us(self, pts_us: int) -> int:
         self.start()
@@ -635,8 +641,12 @@ class MediaPipeline:
         """The encoded frames, video and audio interleaved in time order."""
         self.open()
         assert self._items is not None
+        # The clock starts when frames are first asked for: a caller may open the input early (to describe its
+        # streams) and start reading later; frames read ahead while probing (`--copy`) are stamped again.
+        self._pacer.restart()
         while self._pending:
-            yield self._pending.popleft()
+            frame = self._pending.popleft()
+            yield msgspec.structs.replace(frame, timestamp_us=self._pacer.capture_us(frame.pts_us))
         for item in self._items:
             if self._stopped.is_set():
                 return

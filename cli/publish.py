@@ -1,0 +1,173 @@
+"""`moq publish`: read or generate media, encode it, and publish it to a relay as LOC tracks with an MSF catalog.
+
+The command parses its options into a `PublishConfig` and runs `cli.media_publish.run_publish`; see that module
+for how frames become groups and objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+import msgspec
+
+from cli.main import main, setup_logging
+from cli.media_options import BITRATE, RESOLUTION, quiet_transport_logs, tls_options
+
+
+class PublishConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything `moq publish` was asked to do."""
+
+    url: str
+    name: str
+    #: "pattern", "-" (MPEG-TS on stdin), "/dev/videoN", or a file or URL FFmpeg reads.
+    input: str = "pattern"
+    loop: bool = False
+    copy: bool = False
+    video: bool = True
+    audio: bool = True
+    bitrate: int | None = None
+    audio_bitrate: int | None = None
+    resolution: tuple[int, int] | None = None
+    framerate: float | None = None
+    gop: int | None = None
+    duration: float | None = None
+    fingerprint: str | None = None
+    verify: bool = True
+    timeout: float = 10.0
+    wait_subscriber: bool = False
+    catalog_interval: float = 5.0
+    stats_json: str | None = None
+    stats_interval: float = 1.0
+    quiet: bool = False
+
+
+@main.command()
+@click.argument("url")
+@click.option(
+    "--name", "-n", required=True, metavar="NAMESPACE", help="Namespace to publish, '/'-separated: live/demo."
+)
+@click.option(
+    "--input",
+    "-i",
+    "input_",
+    default="pattern",
+    show_default=True,
+    metavar="INPUT",
+    help="A file or URL FFmpeg reads (MP4, MKV, MPEG-TS...), a camera (/dev/video0), '-' for MPEG-TS on standard "
+    "input, or 'pattern': a test pattern with a running clock and a tone.",
+)
+@click.option("--loop", is_flag=True, help="Start a file again at its end.")
+@click.option("--copy", is_flag=True, help="Pass H.264/AAC/Opus through without re-encoding.")
+@click.option("--bitrate", "-b", type=BITRATE, help="Video bitrate, e.g. 2M or 800k (default 2M).")
+@click.option("--audio-bitrate", type=BITRATE, help="Opus bitrate (default 64k).")
+@click.option("--resolution", "-s", type=RESOLUTION, help="Video size, WxH or 720p (default: the input's; 1280x720).")
+@click.option(
+    "--framerate", "-r", type=click.FloatRange(min=1, max=240), help="Frames per second (default: the input's; 30)."
+)
+@click.option(
+    "--gop", type=click.IntRange(min=1), help="Frames per GOP = per MOQT group (default: one second's worth)."
+)
+@click.option("--no-audio", is_flag=True, help="Publish video only.")
+@click.option("--no-video", is_flag=True, help="Publish audio only.")
+@click.option(
+    "--duration", "-t", type=click.FloatRange(min=0, min_open=True), help="Stop after this many seconds of media."
+)
+@tls_options
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for the relay.",
+)
+@click.option(
+    "--wait-subscriber",
+    is_flag=True,
+    help="Start the input only once every media track has a subscriber, so that it gets the very first frame.",
+)
+@click.option(
+    "--catalog-interval",
+    type=click.FloatRange(min=0),
+    default=5.0,
+    show_default=True,
+    help="Seconds between catalog groups (0: only when it changes).",
+)
+@click.option(
+    "--stats-json", metavar="FILE", help="Write the final figures (frames, objects, groups per track) as JSON."
+)
+@click.option(
+    "--stats-interval",
+    type=click.FloatRange(min=0.1),
+    default=1.0,
+    show_default=True,
+    help="Seconds between live lines.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No live statistics lines.")
+@click.option(
+    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning", show_default=True
+)
+def publish(
+    url: str,
+    name: str,
+    input_: str,
+    loop: bool,
+    copy: bool,
+    bitrate: int | None,
+    audio_bitrate: int | None,
+    resolution: tuple[int, int] | None,
+    framerate: float | None,
+    gop: int | None,
+    no_audio: bool,
+    no_video: bool,
+    duration: float | None,
+    tls_disable_verify: bool,
+    fingerprint: str | None,
+    timeout: float,
+    wait_subscriber: bool,
+    catalog_interval: float,
+    stats_json: str | None,
+    stats_interval: float,
+    quiet: bool,
+    log_level: str,
+) -> None:
+    """Publish live media to the relay at URL (moqt://host:port/ or https://host:port/ for WebTransport).
+
+    Tracks in the namespace: "video" (H.264, one group per GOP, one object per frame, LOC), "audio" (Opus, or AAC
+    with --copy; one frame per group) and "catalog" (MSF; object 0 of each group is the full catalog, a new group
+    every --catalog-interval seconds and whenever a track changes).
+    """
+    from cli.media_glue import CliError
+    from cli.media_publish import run_publish
+
+    if no_audio and no_video:
+        raise click.UsageError("--no-audio and --no-video leave nothing to publish")
+    setup_logging(log_level)
+    quiet_transport_logs(log_level)
+    config = PublishConfig(
+        url=url,
+        name=name,
+        input=input_,
+        loop=loop,
+        copy=copy,
+        video=not no_video,
+        audio=not no_audio,
+        bitrate=bitrate,
+        audio_bitrate=audio_bitrate,
+        resolution=resolution,
+        framerate=framerate,
+        gop=gop,
+        duration=duration,
+        fingerprint=fingerprint,
+        verify=not tls_disable_verify,
+        timeout=timeout,
+        wait_subscriber=wait_subscriber,
+        catalog_interval=catalog_interval,
+        stats_json=stats_json,
+        stats_interval=stats_interval,
+        quiet=quiet,
+    )
+    try:
+        asyncio.run(run_publish(config))
+    except CliError as exc:
+        raise click.ClickException(str(exc)) from None
