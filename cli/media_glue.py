@@ -69,15 +69,7 @@ async def drain(session: MoqSession, timeout: float = LINGER_SECONDS) -> None:
 
     Closing a QUIC connection drops whatever is unacknowledged, so a publisher that closed right after its last
     frame would cut the end off every subscriber's copy."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    # The API has no public "wait until served subscriptions are done"; the serving tasks are the truth.
-    serving = list(session._serving.values())
-    if serving:
-        await asyncio.wait(serving, timeout=timeout)
-    remaining = deadline - asyncio.get_running_loop().time()
-    if remaining > 0 and not session.closed.is_set():
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(session.conn.wait_writable(0), remaining)
+    await session.drain(timeout)
 
 
 async def close_session(session: MoqSession) -> None:

@@ -167,7 +167,7 @@ class Broadcast:
     async def on_request(self, session: MoqSession, event: RequestReceived) -> None:
         """The session's request handler: the default handling, plus noting who subscribed to what."""
         # The API has no public "a track of mine was subscribed" hook, nor a public default handler to wrap.
-        await session._handle_request(event)
+        await session.handle_request(event)
         msg = event.message
         if isinstance(msg, Subscribe) and msg.namespace == self.namespace:
             self._subscribed.add(msg.name)

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from moq.api import MoqSession, Subscription, connect
 from moq.errors import RequestRejected
 from moq.model import CachedObject, Track, TrackEnded
-from moq.session.events import ObjectReceived, RequestAccepted, RequestReceived
+from moq.session.events import ObjectReceived, RequestReceived
 from moq.wire.codes import RequestErrorCode, SessionErrorCode
 from moq.wire.messages import Fetch, GoAway, Publish, Subscribe, TrackStatus, encode_message
 from moq.wire.params import LocationFilter, LocationFilterType, Parameters
@@ -356,10 +356,7 @@ def check_objects(got: list[ObjectReceived], want: list[tuple[int, int]], what: 
 
 async def served_done(session: MoqSession, request_id: int) -> None:
     """Until we have finished serving request `request_id` (the PUBLISH_DONE is written)."""
-    # MoqSession keeps the task that writes a subscription (`_serving`); there is no public handle for it yet.
-    task = session._serving.get(request_id)
-    if task is not None:
-        await asyncio.shield(task)
+    await session.served(request_id)
 
 
 def send_second_goaway(session: MoqSession) -> None:
@@ -726,11 +723,7 @@ async def namespace_discovery(ctx: CaseContext) -> str:
     found = await ctx.expect(first_namespace(), "NAMESPACE", 2.0)
     if found != ns:
         raise CaseFailed("NAMESPACE named another namespace", expected=render(ns), received=render(found))
-    # SUBSCRIBE_TRACKS is a session-level request: MoqSession has no coroutine for it yet.
-    rid = sub.session.session.subscribe_tracks(found)
-    answer = await ctx.expect(sub.session._answer(rid), "SUBSCRIBE_TRACKS_OK", 2.0)
-    if not isinstance(answer, RequestAccepted):
-        raise CaseFailed("SUBSCRIBE_TRACKS was not accepted", expected="REQUEST_OK", received=type(answer).__name__)
+    await ctx.expect(sub.session.subscribe_tracks(found), "SUBSCRIBE_TRACKS_OK", 2.0)
     await ctx.expect(sub.wait(lambda: bool(sub.published)), "a PUBLISH for the track", 2.0)
     offered, rx = sub.published[0]
     if (offered.namespace, offered.name) != (ns, name):
@@ -928,8 +921,7 @@ async def goaway(ctx: CaseContext) -> str:
     await ctx.expect(collect(sub, 2), "group 0 before GOAWAY", 2.0)
 
     ctx.step = "publisher sends GOAWAY"
-    pub.session.session.goaway("", 2000)
-    pub.session._flush()
+    pub.session.send_goaway("", 2000)
     seen_before = len(pub.requests)
     produce(track, [1], 2)
     got = await ctx.expect(collect(sub, 2), "group 1 after GOAWAY (the subscription is unaffected)", 2.0)

@@ -426,6 +426,37 @@ class MoqSession:
         self._subscriptions[rid] = sub
         self.session.accept(rid, parameters or Parameters())
 
+    async def subscribe_tracks(self, prefix: str | TrackNamespace) -> int:
+        """SUBSCRIBE_TRACKS (draft-18+ §9.18) and wait for REQUEST_OK; returns its request id. The peer then
+        PUBLISHes matching tracks to us: they arrive at `on_request` as PUBLISH requests."""
+        rid = self.session.subscribe_tracks(namespace(prefix))
+        await self._answer(rid)
+        return rid
+
+    def send_goaway(self, new_session_uri: str = "", timeout_ms: int = 0) -> None:
+        """GOAWAY on the control stream (§9.2): the peer should move to `new_session_uri` and leave."""
+        self.session.goaway(new_session_uri, timeout_ms)
+        self._flush()
+
+    async def served(self, request_id: int) -> None:
+        """Until we have finished serving subscription `request_id` (its PUBLISH_DONE is written)."""
+        task = self._serving.get(request_id)
+        if task is not None:
+            await asyncio.shield(task)
+
+    async def drain(self, timeout: float = 5.0) -> None:
+        """Let what this session still has to send reach the peer: the subscriptions it serves finish (their
+        last objects and PUBLISH_DONE are written) and every byte is acknowledged, or `timeout` runs out.
+        Closing drops whatever is unacknowledged, so a publisher drains before it closes."""
+        deadline = self._loop.time() + timeout
+        serving = list(self._serving.values())
+        if serving:
+            await asyncio.wait(serving, timeout=timeout)
+        remaining = deadline - self._loop.time()
+        if remaining > 0 and not self.closed.is_set():
+            with contextlib.suppress(TimeoutError, SessionClosedError):
+                await asyncio.wait_for(self.conn.wait_writable(0), remaining)
+
     async def subscribe_namespace(self, prefix: str | TrackNamespace) -> NamespaceWatch:
         """SUBSCRIBE_NAMESPACE and wait for REQUEST_OK; iterate the result for announcements."""
         rid = self.session.subscribe_namespace(namespace(prefix))
@@ -462,7 +493,9 @@ class MoqSession:
 
     # -- default handling of the peer's requests ----------------------------------------------------------------
 
-    async def _handle_request(self, event: RequestReceived) -> None:
+    async def handle_request(self, event: RequestReceived) -> None:
+        """The default handling of a peer's request: serve our tracks (SUBSCRIBE, FETCH, joining FETCH), accept
+        namespace requests, refuse PUBLISH. An `on_request` hook may do its own work and then call this."""
         msg = event.message
         rid = event.request_id
         if isinstance(msg, Subscribe):
@@ -930,7 +963,7 @@ class MoqSession:
 
     async def _run_default(self, event: RequestReceived) -> None:
         with contextlib.suppress(SessionError):
-            await self._handle_request(event)
+            await self.handle_request(event)
         self._flush()
 
     async def _run_handler(self, handler: RequestHandler, event: RequestReceived) -> None:

@@ -26,8 +26,10 @@ from moq.errors import MoqError
 from moq.wire.codes import ObjectStatus
 from moq.wire.primitives import Location, Properties, TrackNamespace
 
-#: Default bound on the groups one track keeps cached (a live video track: a few GOPs).
-MAX_CACHE_GROUPS = 8
+#: Default bound on the groups one track keeps cached. Audio tracks commonly make one group per 20 ms frame, so
+#: a handful would hold a fraction of a second; 64 is ~1.3 s of such audio and minutes of 2-second-GOP video, where
+#: MAX_CACHE_BYTES is the bound that bites.
+MAX_CACHE_GROUPS = 64
 #: Default bound on the payload bytes one track keeps cached.
 MAX_CACHE_BYTES = 32 * 1024 * 1024
 
