@@ -23,8 +23,9 @@ browser:
 peers: setup
 	$(BIN)/python -m interop.peers install
 
+# A relay with a demo broadcast; it prints the URL to watch it in a browser. Ctrl-C stops it.
 run: setup
-	$(BIN)/moq drafts
+	$(BIN)/moq demo
 
 lint: setup
 	$(BIN)/ruff check .

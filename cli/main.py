@@ -67,6 +67,7 @@ def relay(config_path: str | None, **flags: object) -> None:
         raise click.ClickException(f"cannot start the relay: {exc}") from exc
 
 
+from cli import demo as _demo  # noqa: E402, F401  (registers `moq demo`)
 from cli import interop as _interop  # noqa: E402, F401  (registers `moq interop`)
 from cli import publish as _publish  # noqa: E402, F401  (registers `moq publish`)
 from cli import subscribe as _subscribe  # noqa: E402, F401  (registers `moq subscribe`)
