@@ -50,6 +50,7 @@ class KnownIssue:
 KNOWN_ISSUES: tuple[KnownIssue, ...] = (
     KnownIssue(
         id="moq-send-order-ignores-priority",
+        status="fixed",  # efc8c02: each subscription writer waits on its own backlog; streams open with priority
         case="priorities",
         client="moq",
         side="moq (MoqSession writers, moq/api/session.py; in our publisher and in our relay's downstream)",
@@ -73,6 +74,7 @@ KNOWN_ISSUES: tuple[KnownIssue, ...] = (
     ),
     KnownIssue(
         id="moq-relay-subscribes-after-goaway",
+        status="fixed",  # fixed in efc8c02: Relay._publishers skips sessions that sent GOAWAY
         case="goaway",
         relay="moq",
         side="moq relay (relay/relay.py `Relay._publishers`)",
