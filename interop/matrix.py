@@ -26,7 +26,7 @@ from pathlib import Path
 
 from interop.cases import CASES
 from interop.known import KnownIssue, explain
-from interop.peers import Aiomoqt, aiomoqt_relay, find_aiomoqt, free_udp_port, install_aiomoqt
+from interop.peers import Aiomoqt, aiomoqt_relay, find_aiomoqt, free_udp_port, install_aiomoqt, relay_process
 from interop.tap import TapRun, parse_tap
 from moq import __version__
 from moq.transport.tls import generate_dev_certificate
@@ -116,45 +116,8 @@ async def moq_relay(cert: Path, key: Path, state_dir: Path, log: Path | None = N
     port = free_udp_port()
     args = [*moq_command(), "relay", "--bind", "127.0.0.1", "--port", str(port), "--cert", str(cert)]
     args += ["--key", str(key), "--state-dir", str(state_dir), "--web-port", "0", "--log-level", "info"]
-    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    assert proc.stdout is not None
-    lines: list[str] = []
-    drainer: asyncio.Future[None] | None = None
-
-    async def wait_listening() -> None:
-        assert proc.stdout is not None
-        while True:
-            raw = await proc.stdout.readline()
-            if not raw:
-                last = [line.strip() for line in lines if line.strip()][-1:] or ["no output"]
-                raise RuntimeError(f"moq relay exited: {last[0]}")
-            lines.append(raw.decode(errors="replace"))
-            if "relay listening on UDP port" in lines[-1]:
-                return
-
-    async def drain() -> None:
-        assert proc.stdout is not None
-        while raw := await proc.stdout.readline():
-            if log is not None:
-                with log.open("ab") as f:
-                    f.write(raw)
-
-    try:
-        await asyncio.wait_for(wait_listening(), RELAY_START_TIMEOUT)
-        if log is not None:
-            log.write_text("".join(lines))
-        drainer = asyncio.ensure_future(drain())
+    async with relay_process(args, "relay listening on UDP port", "moq relay", log):
         yield port
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        if drainer is not None:
-            drainer.cancel()
 
 
 async def run_process(args: Sequence[str], timeout: float = CLIENT_RUN_TIMEOUT) -> tuple[int, str, str]:

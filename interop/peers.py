@@ -14,7 +14,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,13 +96,55 @@ def free_udp_port() -> int:
 
 
 @contextlib.asynccontextmanager
+async def relay_process(args: Sequence[str], ready: str, name: str, log: Path | None = None) -> AsyncIterator[None]:
+    """Run a relay process until the block exits: enter once a line of its output contains `ready` (not after a
+    fixed time); its output goes to `log`; at the end it is terminated (killed if it lingers)."""
+    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    drainer: asyncio.Future[None] | None = None
+
+    async def wait_ready() -> None:
+        assert proc.stdout is not None
+        while True:
+            raw = await proc.stdout.readline()
+            if not raw:
+                last = [line.strip() for line in lines if line.strip()][-1:] or ["no output"]
+                raise RuntimeError(f"{name} exited: {last[0]}")
+            lines.append(raw.decode(errors="replace"))
+            if ready in lines[-1]:
+                return
+
+    async def drain() -> None:
+        assert proc.stdout is not None
+        while raw := await proc.stdout.readline():
+            if log is not None:
+                with log.open("ab") as f:
+                    f.write(raw)
+
+    try:
+        await asyncio.wait_for(wait_ready(), RELAY_START_TIMEOUT)
+        if log is not None:
+            log.write_text("".join(lines))
+        drainer = asyncio.ensure_future(drain())
+        yield
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        if drainer is not None:
+            drainer.cancel()
+
+
+@contextlib.asynccontextmanager
 async def aiomoqt_relay(
     peer: Aiomoqt, cert: Path, key: Path, *, drafts: str | None = None, log: Path | None = None
 ) -> AsyncIterator[int]:
-    """Run aiomoqt's relay (raw QUIC and WebTransport on one port) until the block exits; yields its port.
-
-    Waits for its "Listening" line, not for a fixed time.
-    """
+    """Run aiomoqt's relay (raw QUIC and WebTransport on one port) until the block exits; yields its port."""
     port = free_udp_port()
     args = [
         str(peer.relay),
@@ -118,44 +160,8 @@ async def aiomoqt_relay(
     ]
     if drafts:
         args += ["--draft", drafts]
-    proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    assert proc.stdout is not None
-    lines: list[str] = []
-    drainer: asyncio.Future[None] | None = None
-
-    async def wait_listening() -> None:
-        assert proc.stdout is not None
-        while True:
-            raw = await proc.stdout.readline()
-            if not raw:
-                raise RuntimeError("aiomoqt relay exited:\n" + "".join(lines))
-            lines.append(raw.decode(errors="replace"))
-            if "Listening on" in lines[-1]:
-                return
-
-    async def drain() -> None:
-        assert proc.stdout is not None
-        while raw := await proc.stdout.readline():
-            if log is not None:
-                with log.open("ab") as f:
-                    f.write(raw)
-
-    try:
-        await asyncio.wait_for(wait_listening(), RELAY_START_TIMEOUT)
-        if log is not None:
-            log.write_text("".join(lines))
-        drainer = asyncio.ensure_future(drain())
+    async with relay_process(args, "Listening on", "aiomoqt relay", log):
         yield port
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        if drainer is not None:
-            drainer.cancel()
 
 
 if __name__ == "__main__":  # `python -m interop.peers install`: what `make test` runs
