@@ -55,6 +55,7 @@ from moq.session.events import (
     RequestCancelled,
     RequestFailed,
     RequestReceived,
+    RequestUpdated,
     SessionTerminated,
     SetupCompleted,
     SubscriptionEnded,
@@ -292,6 +293,7 @@ class MoqSession:
         self._serving: dict[int, asyncio.Task[None]] = {}
         self._joining: dict[int, tuple[Track, Location | None]] = {}  # subscriptions we serve: track, join point
         self._joins: dict[int, Subscription] = {}  # our draft-18 joining FETCHes -> the subscription they fill
+        self._resumers: dict[int, Callable[[], None]] = {}  # subscriptions we serve -> replay after a pause
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -412,6 +414,17 @@ class MoqSession:
         assert isinstance(answer, RequestAccepted) and isinstance(answer.message, FetchOk)
         await done
         return self._fetches.pop(rid)
+
+    async def update(self, request_id: int, parameters: Parameters) -> RequestOk:
+        """REQUEST_UPDATE one of our requests (e.g. a subscription's SUBSCRIBER_PRIORITY or FORWARD) and wait for
+        the answer; raises `RequestRejected` on REQUEST_ERROR (§9.5)."""
+        update_id = self.session.request_update(request_id, parameters)
+        answer = await self._answer(update_id)
+        assert isinstance(answer, UpdateAnswered)
+        if answer.ok is None:
+            error = answer.error
+            raise RequestRejected(error.error_code if error else 0, error.reason if error else "update refused")
+        return answer.ok
 
     async def track_status(self, ns: str | TrackNamespace, name: str | bytes) -> RequestOk:
         """TRACK_STATUS: the track's state (LARGEST_OBJECT, properties) without subscribing (§9.13)."""
@@ -607,6 +620,18 @@ class MoqSession:
         streams: dict[tuple[int, int], int] = {}
         finished: dict[int, tuple[int, int]] = {}  # streams we FIN'd, bytes maybe still queued: -> (group, subgroup)
         timed_out: set[tuple[int, int]] = set()  # subgroups cut by a delivery timeout: never reopened (§5.2)
+        paused: set[tuple[int, int]] = set()  # subgroups cut while FORWARD was 0: reopened once it is 1 (§11.3.2)
+        sent_upto: dict[tuple[int, int], int] = {}  # per subgroup, the last object id written (a replay skips it)
+
+        def resume() -> None:
+            """FORWARD went back to 1: replay the newest group skipped while paused, from its start (what was
+            already sent is skipped), so the subscriber gets the group it joined whole rather than a tail."""
+            if paused:
+                newest_paused = max(key[0] for key in paused)
+                paused.clear()
+                consumer.rewind_to_group(newest_paused)
+
+        self._resumers[rid] = resume
         session = self.session
         newest = -1  # the newest group this writer has written to
 
@@ -649,6 +674,8 @@ class MoqSession:
                 event = await consumer.next()
                 if isinstance(event, CachedObject):
                     key = (event.group_id, event.subgroup_id if event.subgroup_id is not None else -1)
+                    if sent_upto.get(key, -1) >= event.object_id:
+                        continue  # already written (a replay after a pause)
                     if object_timeout and time.monotonic() - consumer.arrival > object_timeout:
                         handle = streams.pop(key, None)
                         if handle is not None:
@@ -657,6 +684,12 @@ class MoqSession:
                         self.objects_expired += 1
                     elif key in timed_out:
                         pass
+                    elif not session.forwarding(rid):
+                        # Paused: send nothing; a stream that would skip this object is reset (§11.3.2).
+                        handle = streams.pop(key, None)
+                        if handle is not None:
+                            session.reset_stream(handle, StreamResetCode.CANCELLED)
+                        paused.add(key)
                     elif event.subgroup_id is None:
                         session.send_datagram(
                             rid,
@@ -679,6 +712,7 @@ class MoqSession:
                                 with_properties=True,
                             )
                         session.write_object(handle, event.object_id, event.payload, event.properties, event.status)
+                        sent_upto[key] = event.object_id
                         self.objects_sent += 1
                     newest = max(newest, event.group_id)
                 elif isinstance(event, SubgroupEnded):
@@ -701,6 +735,8 @@ class MoqSession:
                 self._flush()
                 if len(timed_out) > 4 * track.max_groups:
                     timed_out = {k for k in timed_out if track.has_group(k[0])}
+                if len(sent_upto) > 4 * track.max_groups:
+                    sent_upto = {k: v for k, v in sent_upto.items() if track.has_group(k[0])}
                 # Back-pressure, per subscription: wait for the peer rather than queue without end, and skip ahead
                 # if left behind. Only this subscription's own backlog counts, so a bulk track never holds up an
                 # urgent one (the scheduler sends the urgent streams first). A burst that drains is not a stall;
@@ -730,6 +766,7 @@ class MoqSession:
             pass  # the subscription or the session ended under us
         finally:
             consumer.close()
+            self._resumers.pop(rid, None)
             if expirer is not None:
                 expirer.cancel()
 
@@ -929,6 +966,8 @@ class MoqSession:
                 self.goaway_received.set()
         elif isinstance(event, UpdateAnswered):
             self._resolve(event.update_id, event)
+        elif isinstance(event, RequestUpdated):
+            self._answer_update(event)
         elif isinstance(event, SessionTerminated):
             self.close_reason = (event.code, event.reason)
             for key in list(self._answers):
@@ -954,6 +993,17 @@ class MoqSession:
             else:
                 total += self.conn.stream_buffered(self._stream_ids.get(handle, handle))
         return total
+
+    def _answer_update(self, event: RequestUpdated) -> None:
+        """REQUEST_UPDATE from the peer: the session has applied what shapes our serving (priority, FORWARD);
+        answer REQUEST_OK, with LARGEST_OBJECT for a subscription we serve (§9.5)."""
+        joined = self._joining.get(event.request_id)
+        largest = joined[0].largest if joined is not None else None
+        resume = self._resumers.get(event.request_id)
+        if resume is not None and self.session.forwarding(event.request_id):
+            resume()
+        with contextlib.suppress(SessionError):
+            self.session.accept_update(event.update_id, Parameters(largest_object=largest) if largest else Parameters())
 
     def _join_done(self, fetch_id: int) -> None:
         sub = self._joins.pop(fetch_id, None)

@@ -347,6 +347,14 @@ class TrackConsumer:
         self._seq = max(self._seq, target)
         return tuple(skipped)
 
+    def rewind_to_group(self, group_id: int) -> None:
+        """Go back to the start of `group_id` (if it is still cached and behind us), to read it again: a writer
+        whose subscriber was paused replays the current group from its start (it skips what it already sent)."""
+        group = self.track._groups.get(group_id)
+        if group is not None and group.first_seq < self._seq:
+            self._seq = max(group.first_seq, self.track._base)
+            self.track._wake()
+
     def close(self) -> None:
         self.closed = True
         self.track._wake()

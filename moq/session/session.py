@@ -121,6 +121,7 @@ PUBLISH_DONE_DRAIN_SECONDS = 2.0
 MAX_STREAM_ID_GAP = 4096
 
 _PV = SessionErrorCode.PROTOCOL_VIOLATION
+_MAX_ID = (1 << 64) - 1
 _REQUEST_TYPES = (Subscribe, Publish, Fetch, TrackStatus, PublishNamespace, SubscribeNamespace, SubscribeTracks)
 
 
@@ -161,6 +162,7 @@ class _Request:
     track_alias: int | None = None
     publisher_priority: int = 128
     subscriber_priority: int = 128
+    forward: bool = True  # FORWARD (§9.20.19): a subscription whose publisher sends nothing while it is 0
     group_order: GroupOrder = GroupOrder.ASCENDING
     # Publisher side of a subscription: data streams we opened, and those still open.
     streams_opened: int = 0
@@ -547,8 +549,14 @@ class Session:
         parameters: Parameters = NO_PARAMETERS,
         properties: Properties = (),
     ) -> None:
-        """Answer FETCH with FETCH_OK (§9.12); then `open_fetch_stream` sends the objects."""
+        """Answer FETCH with FETCH_OK (§9.12); then `open_fetch_stream` sends the objects. `end_location` is the
+        last object the response covers (inclusive); the draft-18 wire form is written from it."""
         request = self._answerable(request_id, Fetch)
+        if self.version.family == 18:
+            # Draft-18 §"FETCH_OK": the End Location is "the last Object, plus 1; or 0 to indicate the entire
+            # Group"; from draft-20 it is inclusive. A whole group is {G, 2^64-1} inclusive, {G, 0} in draft-18.
+            last = end_location.object
+            end_location = Location(end_location.group, 0 if last == _MAX_ID else last + 1)
         msg = FetchOk(end_of_track, end_location, parameters, properties)
         self._send(request.stream, encode_message(msg, self.version))
         request.phase = _Phase.ESTABLISHED
@@ -586,6 +594,11 @@ class Session:
         request = self._established(request_id, SubscribeTracks)
         msg = PublishBlocked(suffix, name) if self.version.family == 18 else PublishSkipped(suffix, name)
         self._send(request.stream, encode_message(msg, self.version))
+
+    def forwarding(self, request_id: int) -> bool:
+        """Whether the subscriber of `request_id` wants objects now (FORWARD, §9.20.19); False once it is over."""
+        request = self._requests.get(request_id)
+        return request is not None and request.forward
 
     def publish_state_notify(self, request_id: int, parameters: Parameters) -> None:
         """PUBLISH_STATE_NOTIFY on a subscription we serve (draft-20+ §9.10)."""
@@ -1321,6 +1334,8 @@ class Session:
 
     def _on_peer_update(self, request: _Request, msg: RequestUpdate) -> None:
         self._peer_ids.use(msg.request_id)
+        if request.we_publish:
+            _apply_request_parameters(request, msg)  # new priority for streams opened from now, FORWARD at once
         request.peer_updates.add(msg.request_id)
         self._updates[msg.request_id] = request
         self._emit(RequestUpdated(request.request_id, msg.request_id, msg.parameters))
@@ -1404,9 +1419,12 @@ def _default_priority(properties: Properties) -> int:
     return 128
 
 
-def _apply_request_parameters(request: _Request, msg: RequestMessage) -> None:
+def _apply_request_parameters(request: _Request, msg: RequestMessage | RequestUpdate) -> None:
+    """The parameters that shape how we serve a request; absent ones leave the current value (sticky, §9.5)."""
     params = msg.parameters
     if params.subscriber_priority is not None:
         request.subscriber_priority = params.subscriber_priority
-    if params.group_order is not None:
+    if params.group_order is not None and not isinstance(msg, RequestUpdate):  # not updatable (§9.20.9)
         request.group_order = params.group_order
+    if params.forward is not None:
+        request.forward = params.forward == 1

@@ -250,3 +250,51 @@ def test_objects_past_their_delivery_timeout_are_not_sent(certificate: Certifica
             await server.wait_closed()
 
     run(scenario())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("version", [Version.DRAFT_22, Version.DRAFT_18], ids=lambda v: f"draft-{v.value}")
+def test_request_update_pauses_and_resumes_a_subscription(
+    certificate: CertificateBundle, kind: str, version: Version
+) -> None:
+    """REQUEST_UPDATE FORWARD=0 pauses delivery, FORWARD=1 resumes it (§9.5, §9.20.19); each is answered with
+    REQUEST_OK carrying LARGEST_OBJECT. Nothing is sent while paused; on resuming, the newest group skipped meanwhile
+    is sent from its start (a live subscriber gets a whole group, not a tail), then what follows."""
+    track = Track(NS, b"video")
+    served: list[MoqSession] = []
+
+    async def handler(session: MoqSession) -> None:
+        session.add_track(track)
+        served.append(session)
+        await session.wait_closed()
+
+    async def scenario() -> None:
+        server = await serve(handler, host="127.0.0.1", port=0, certificate=certificate, versions=(version,))
+        try:
+            client = await connect(url(kind, server.port), fingerprint=certificate.fingerprint, versions=(version,))
+            async with client:
+                sub = await client.subscribe(NS, "video")
+                for oid in range(3):
+                    track.append(CachedObject(0, 0, oid, b"a"))
+                got = [await sub.next() for _ in range(3)]
+                assert all(o is not None and o.group_id == 0 for o in got)
+                ok = await client.update(sub.request_id, Parameters(forward=0, subscriber_priority=7))
+                assert ok.parameters.largest_object == Location(0, 2)
+                track.end_subgroup(0, 0)
+                for oid in range(3):
+                    track.append(CachedObject(1, 0, oid, b"paused"))  # published while paused: held back
+                track.end_subgroup(1, 0)
+                await client.track_status(NS, "video")  # a round trip: the server has run its writer since
+                assert served[0].objects_sent == 3  # only group 0: nothing was written while paused
+                await client.update(sub.request_id, Parameters(forward=1))
+                for oid in range(3):
+                    track.append(CachedObject(2, 0, oid, b"live"))
+                track.end_subgroup(2, 0)
+                track.end_track()
+                rest = [(o.group_id, o.payload) async for o in sub]
+                assert sorted(rest) == [(1, b"paused")] * 3 + [(2, b"live")] * 3
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(scenario())
