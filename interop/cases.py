@@ -45,6 +45,9 @@ PUBLISH_NAMESPACE = (b"moq-test", b"publish")
 PUBLISH_TRACK = b"published-track"
 MISSING_NAMESPACE = (b"nonexistent", b"namespace")
 
+#: namespace-discovery: the publisher's pace (a group per period) and how many groups it makes at most.
+LIVE_SOURCE_PERIOD = 0.05
+LIVE_SOURCE_GROUPS = 40
 #: Default per-case timeout when the runner gives none (TEST-CLIENT-INTERFACE.md "Timeout Handling").
 DEFAULT_TIMEOUT = 5.0
 #: subscribe-before-announce: the publisher starts this long after the subscriber (TEST-CASES.md).
@@ -354,6 +357,12 @@ def check_objects(got: list[ObjectReceived], want: list[tuple[int, int]], what: 
     check_payloads(got)
 
 
+async def objects_sent(session: MoqSession, count: int) -> None:
+    """Until `session` has written `count` objects to its subscriptions (checked at a short interval)."""
+    while session.objects_sent < count:
+        await asyncio.sleep(0.01)
+
+
 async def served_done(session: MoqSession, request_id: int) -> None:
     """Until we have finished serving request `request_id` (the PUBLISH_DONE is written)."""
     await session.served(request_id)
@@ -550,6 +559,10 @@ async def publish_track_subscribe(ctx: CaseContext) -> str:
     sub = await ctx.expect(sub_session.subscribe(PUBLISH_NAMESPACE, PUBLISH_TRACK), "SUBSCRIBE_OK", 3.0)
     track.append(CachedObject(0, 0, 0, payload(0, 0)))
     track.end_subgroup(0, 0)
+    # TEST-CASES.md: PUBLISH_DONE "once the object has been written". A relay may hold our PUBLISH paused
+    # (FORWARD=0) until its subscriber arrives, and a paused publisher sends nothing (§9.20.19): wait until the
+    # object has actually gone out (we replay it when the relay resumes us), then end the track.
+    await ctx.expect(objects_sent(pub, 1), "the object written (the relay forwarding our PUBLISH)", 3.0)
     track.end_track()
     got = await ctx.expect(collect(sub, 1), "the published object", 3.0)
     check_objects(got, [(0, 0)], "the subscriber")
@@ -732,7 +745,6 @@ async def namespace_discovery(ctx: CaseContext) -> str:
             expected=render(ns, name),
             received=render(offered.namespace, offered.name),
         )
-    produce(track, [1], 1)
     consumer = rx.consumer(0)
 
     async def first_object() -> CachedObject:
@@ -743,7 +755,18 @@ async def namespace_discovery(ctx: CaseContext) -> str:
             if isinstance(event, TrackEnded):
                 raise CaseFailed("the track ended", expected="an object", received="PUBLISH_DONE")
 
-    obj = await ctx.expect(first_object(), "an object of the discovered track", 2.0)
+    async def live_source() -> None:
+        # A relay may keep our PUBLISH paused (FORWARD=0) until its subscriber has accepted the relayed PUBLISH,
+        # and a paused publisher sends nothing (§9.20.19): like a live source, keep producing until one arrives.
+        for group in range(1, LIVE_SOURCE_GROUPS + 1):
+            produce(track, [group], 1)
+            await asyncio.sleep(LIVE_SOURCE_PERIOD)
+
+    source = asyncio.ensure_future(live_source())
+    try:
+        obj = await ctx.expect(first_object(), "an object of the discovered track", 2.0)
+    finally:
+        source.cancel()
     if obj.payload != payload(obj.group_id, obj.object_id):
         raise CaseFailed(
             "wrong payload", expected=repr(payload(obj.group_id, obj.object_id)), received=repr(obj.payload)
