@@ -4,6 +4,8 @@ What it serves (GET and HEAD only):
 
 - `/` -> `web/index.html`, the broadcasts the relay has; `/watch/NAME` -> `web/watch.html`, the player, which
   reads NAME (the namespace, fields between '/', each percent-encoded: `watch_path`) from its own address;
+- `/call/ROOM` -> `web/call.html`, a call: each participant publishes its camera and microphone under ROOM (named
+  like NAME: `call_path`) and plays the others';
 - `/config.json`: how the page reaches the relay: its WebTransport URL and, for a development certificate, the
   certificate's sha-256 fingerprint, which the page hands to `serverCertificateHashes` (so a browser accepts the
   self-signed certificate with no flags; PLATFORM.md: ECDSA P-256, valid <= 14 days, as `moq.transport.tls` makes);
@@ -94,6 +96,12 @@ def watch_path(ns: TrackNamespace) -> str:
     """The player's path for a broadcast: `/watch/` and the namespace fields, each percent-encoded (every byte
     but RFC 3986's unreserved ones, '/' included), joined by '/'. The page decodes it the same way."""
     return "/watch/" + "/".join(quote(f, safe="") for f in ns)
+
+
+def call_path(room: TrackNamespace) -> str:
+    """The call page's path for a room (a namespace prefix its participants publish under), named as `watch_path`
+    names a broadcast: `/call/team`."""
+    return "/call/" + "/".join(quote(f, safe="") for f in room)
 
 
 @dataclass
@@ -275,6 +283,8 @@ class WebServer:
             return self._file("index.html")
         if path.startswith("/watch/") or path == "/watch":
             return self._file("watch.html")
+        if path.startswith("/call/") or path == "/call":
+            return self._file("call.html")
         return self._file(path.lstrip("/"))
 
     def _config(self, host_header: str) -> bytes:
@@ -357,8 +367,8 @@ def _request_path(target: str) -> str:
         raise _BadRequest(400, "the path is not UTF-8") from None
     if "\0" in path or "\\" in path:
         raise _BadRequest(403, "forbidden character in the path")
-    if path.startswith("/watch/"):
-        return path  # the player's page, whatever the broadcast's name holds
+    if path.startswith(("/watch/", "/call/")):
+        return path  # the player's or the call's page, whatever the broadcast's or room's name holds
     if any(segment in (".", "..") for segment in path.split("/")):
         raise _BadRequest(403, "path traversal refused")
     return path
@@ -393,3 +403,4 @@ def describe_web(server: WebServer, bind: str) -> None:
     host = _display_host(bind)
     logger.info("broadcasts: %s", server.url(host))
     logger.info("watch one:  %s", server.url(host, "/watch/NAME") + "  (NAME: the namespace, '/' between fields)")
+    logger.info("call:       %s", server.url(host, "/call/ROOM") + "  (everyone on the same ROOM is in the call)")

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 CHROMIUM = os.environ.get("MOQ_CHROMIUM", "/usr/bin/chromium")
@@ -39,6 +39,9 @@ FLAGS = [
     "--mute-audio",
     "--remote-debugging-pipe",
 ]
+
+#: A fake camera and microphone (a test pattern and a beep), granted without asking: for pages that capture.
+FAKE_MEDIA_FLAGS = ("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")
 
 #: Largest DevTools message we read (a `Runtime.evaluate` result with a long trace stays far below).
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
@@ -61,7 +64,9 @@ class PageError(AssertionError):
 class Chromium:
     """One headless Chromium with one page, driven over DevTools (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, flags: Sequence[str] = ()) -> None:
+        """`flags`: more command-line switches, e.g. `FAKE_MEDIA_FLAGS` for a page that captures."""
+        self.flags = tuple(flags)
         self.console: list[str] = []
         self._process: asyncio.subprocess.Process | None = None
         self._profile: tempfile.TemporaryDirectory[str] | None = None
@@ -95,6 +100,7 @@ class Chromium:
                 "sh",
                 CHROMIUM,
                 *FLAGS,
+                *self.flags,
                 f"--user-data-dir={self._profile.name}",
                 "about:blank",
                 pass_fds=(to_browser_r, from_browser_w),

@@ -1,6 +1,7 @@
 // Broadcast names in page addresses: /watch/NAME, NAME = the namespace's fields between '/', each field
 // percent-encoded byte by byte (every byte but RFC 3986's unreserved ones, '/' included). relay/web.py's
-// `watch_path` writes the same form, so a link made on either side opens the same broadcast.
+// `watch_path` writes the same form, so a link made on either side opens the same broadcast. A call's room is
+// named the same way: /call/ROOM (`callPath`, relay/web.py's `call_path`).
 
 const UNRESERVED = /[A-Za-z0-9\-._~]/;
 const encoder = new TextEncoder();
@@ -44,9 +45,16 @@ export function watchPath(namespace) {
   return `/watch/${namespace.map(encodeField).join('/')}`;
 }
 
-/** The namespace (fields as Uint8Array) named by a /watch/NAME path, or null when there is no name. */
-export function namespaceFromPath(pathname) {
-  const prefix = '/watch/';
+/** A call room's address: `/call/team` (the room is a namespace prefix: its participants publish under it). */
+export function callPath(room) {
+  return `/call/${room.map(encodeField).join('/')}`;
+}
+
+/**
+ * The namespace (fields as Uint8Array) named by a /watch/NAME path (or, with `prefix` '/call/', the room of a
+ * /call/ROOM path), or null when there is no name.
+ */
+export function namespaceFromPath(pathname, prefix = '/watch/') {
   if (!pathname.startsWith(prefix)) return null;
   const fields = pathname.slice(prefix.length).split('/').filter((f) => f.length > 0);
   return fields.length ? fields.map(decodeField) : null;

@@ -16,7 +16,9 @@
 // - One playout clock for both tracks (PlayoutClock): an object with capture time T is due at
 //   T + (best transit seen lately) + jitter, in this page's clock. The best transit is the minimum of
 //   (arrival - T) over a sliding window, so it follows the live edge and not the burst of cached frames a
-//   subscriber gets first; it also absorbs a constant clock difference between publisher and viewer.
+//   subscriber gets first; it also absorbs a constant clock difference between publisher and viewer. It is
+//   kept per track and the slowest track's counts (audio through an encoder arrives later after capture than
+//   video): the faster track waits for it, in sync.
 // - Video: chunks go to a VideoDecoder as soon as they are in order (a few in flight); decoded frames wait in
 //   a small render queue and are drawn on the canvas when due, at animation-frame rate; frames due at once
 //   (catching up) are decoded but only the newest is drawn.
@@ -63,6 +65,9 @@ export const DEFAULTS = Object.freeze({
   stallMs: 0,
   /** Keep the capture time of every decoded video frame in stats.trace (bounded by MAX_TRACE). */
   trace: false,
+  /** SUBSCRIBER_PRIORITY of the media subscriptions (lower is more urgent; the catalog's is 0). */
+  videoPriority: 128,
+  audioPriority: 64,
 });
 
 /** The number of entries stats.trace keeps. */
@@ -126,28 +131,46 @@ class RateMeter {
   }
 }
 
-/** Media time (capture ms) to this page's clock (performance.now() ms); see the top of this file. */
-class PlayoutClock {
-  #windows = [Infinity, Infinity];
-  #windowStart = 0;
+/**
+ * Media time (capture ms) to this page's clock (performance.now() ms); see the top of this file. The best
+ * transit is kept per track, and the clock follows the slowest track's: audio coming through an encoder that
+ * holds 20 ms frames (and its lookahead) arrives tens of ms later after capture than video does, and must not
+ * be late by design; the video then waits for it (lip sync). A track silent for two windows no longer counts.
+ */
+export class PlayoutClock {
+  /** @type {Map<string, {windows: number[], start: number, last: number}>} */
+  #tracks = new Map();
 
   constructor(jitterMs) {
     this.jitterMs = jitterMs;
   }
 
-  /** An object captured at `mediaMs` arrived at `arrival` (performance.now()). */
-  observe(mediaMs, arrival) {
-    if (arrival - this.#windowStart > TRANSIT_WINDOW_MS) {
-      this.#windows = [this.#windows[1], Infinity];
-      this.#windowStart = arrival;
+  /** An object of track `kind` captured at `mediaMs` arrived at `arrival` (performance.now()). */
+  observe(mediaMs, arrival, kind = 'media') {
+    let track = this.#tracks.get(kind);
+    if (!track) this.#tracks.set(kind, (track = { windows: [Infinity, Infinity], start: arrival, last: arrival }));
+    if (arrival - track.start > TRANSIT_WINDOW_MS) {
+      track.windows = [track.windows[1], Infinity];
+      track.start = arrival;
     }
-    this.#windows[1] = Math.min(this.#windows[1], arrival - mediaMs);
+    track.windows[1] = Math.min(track.windows[1], arrival - mediaMs);
+    track.last = arrival;
+  }
+
+  /** Start `kind` afresh: a new subscription may come from a new source, with its own capture clock. */
+  forget(kind) {
+    this.#tracks.delete(kind);
   }
 
   /** performance.now() - capture time for an object played on time, or null before any was seen. */
   get offset() {
-    const best = Math.min(...this.#windows);
-    return best === Infinity ? null : best + this.jitterMs;
+    const now = performance.now();
+    let slowest = -Infinity;
+    for (const track of this.#tracks.values()) {
+      if (now - track.last > 2 * TRANSIT_WINDOW_MS && this.#tracks.size > 1) continue;
+      slowest = Math.max(slowest, Math.min(...track.windows));
+    }
+    return slowest === -Infinity || slowest === Infinity ? null : slowest + this.jitterMs;
   }
 
   /** When an object captured at `mediaMs` is due, in performance.now() ms. */
@@ -412,6 +435,18 @@ export function createStats(trace = false) {
     audioFramesPlayed: 0,
     audioFramesLate: 0,
     latencyMs: null,
+    /** How long after capture objects are due (ms): the best transit of the slowest track, plus the jitter. */
+    playoutDelayMs: null,
+    /** Capture to the moment a decoded audio frame is due to be heard (ms), while audio plays. */
+    audioLatencyMs: null,
+    /** The AUDIO_LEVEL (LOC) of the newest audio object: -dBov, 0 loudest .. 127 silence; and its V flag. */
+    audioLevel: null,
+    voice: false,
+    audioLevelAt: null,
+    videoPriority: null,
+    audioPriority: null,
+    /** REQUEST_UPDATEs sent to change a subscription's priority. */
+    priorityUpdates: 0,
     fps: 0,
     bitrateKbps: 0,
     groupsDropped: 0,
@@ -463,8 +498,11 @@ class MediaTrack {
 
   async start(session, namespace) {
     const ns = this.track.namespace ? this.track.namespace.split('/') : namespace;
+    const priorityKey = `${this.kind}Priority`;
+    const priority = this.player.options[priorityKey];
+    this.player.clock.forget(this.kind);
     this.sub = await session.subscribe(ns, this.track.name, {
-      priority: this.kind === 'audio' ? 64 : 128,
+      priority,
       onObject: (obj) => this.#received(obj),
       onStreamEnd: ({ groupId, reset }) => {
         this.buffer.end(groupId, reset);
@@ -473,6 +511,10 @@ class MediaTrack {
       onDone: ({ reason }) => this.player.trackEnded(this, reason),
     });
     if (this.kind === 'video') this.player.stats.videoSince = Date.now();
+    this.player.stats[priorityKey] = priority;
+    // The priority changed while SUBSCRIBE was on its way: tell the publisher now.
+    const wanted = this.player.options[priorityKey];
+    if (wanted !== priority) this.player.setPriority(this.kind, wanted, true);
     this.#loop().catch((err) => this.player.fail(err));
   }
 
@@ -485,13 +527,22 @@ class MediaTrack {
   #received(obj) {
     const stats = this.player.stats;
     stats.objectsReceived++;
+    this.player.mediaBytes += obj.payload.length;
+    if (this.kind === 'audio') {
+      const level = moqt.getProperty(obj.properties, LocProperty.AUDIO_LEVEL);
+      if (level !== undefined) {
+        stats.audioLevel = Number(level) & 0x7f;
+        stats.voice = (Number(level) & 0x80) !== 0;
+        stats.audioLevelAt = Date.now();
+      }
+    }
     if (obj.status !== moqt.ObjectStatus.NORMAL) {
       if (obj.status === moqt.ObjectStatus.END_OF_GROUP) this.buffer.end(obj.groupId, false);
       this.signal.notify();
       return;
     }
     obj.timeUs = captureTimeUs(obj.properties, this.track.timescale ?? null);
-    if (obj.timeUs !== null) this.player.clock.observe(obj.timeUs / 1000, obj.receivedAt);
+    if (obj.timeUs !== null) this.player.clock.observe(obj.timeUs / 1000, obj.receivedAt, this.kind);
     this.buffer.push(obj);
     if (obj.datagram && obj.endOfGroup) this.buffer.end(obj.groupId, false);
     this.signal.notify();
@@ -778,7 +829,8 @@ class AudioTrack extends MediaTrack {
       source.start(when);
       this.#nextTime = when + buffer.duration;
       stats.audioFramesPlayed++;
-      if (!this.player.video) stats.latencyMs = Math.round(Date.now() - data.timestamp / 1000 + (when - ctx.currentTime) * 1000);
+      stats.audioLatencyMs = Math.round(Date.now() - data.timestamp / 1000 + (when - ctx.currentTime) * 1000);
+      if (!this.player.video) stats.latencyMs = stats.audioLatencyMs;
     } finally {
       data.close();
     }
@@ -793,7 +845,10 @@ export class Player {
   video = null;
   audio = null;
   catalog = null;
+  /** Media payload bytes received (for a bitrate when the session is shared). */
+  mediaBytes = 0;
   #audioContext = null;
+  #ownsSession = true;
   #stallUntil = 0;
   #stallUsed = false;
   #stopped = false;
@@ -803,10 +858,12 @@ export class Player {
   #choosing = Promise.resolve();
 
   /**
-   * @param {{namespace: Uint8Array[], canvas?: HTMLCanvasElement, options?: object, stats?: object}} init
+   * @param {{namespace: Uint8Array[], canvas?: HTMLCanvasElement, options?: object, stats?: object,
+   *   audioContext?: AudioContext | null}} init  audioContext: one to share (a page with many players)
    */
-  constructor({ namespace, canvas = null, options = {}, stats = null }) {
+  constructor({ namespace, canvas = null, options = {}, stats = null, audioContext = null }) {
     this.namespace = namespace;
+    this.#audioContext = audioContext;
     this.canvas = canvas;
     this.options = { ...DEFAULTS, ...options };
     this.stats = stats ?? createStats(this.options.trace);
@@ -851,12 +908,46 @@ export class Player {
     }
   }
 
+  /**
+   * Play on a session someone else owns and shares (a call page: one session for every tile) until stop() or
+   * the end of the session, which is not closed here.
+   * @param {Session} session
+   */
+  async playOn(session) {
+    this.#ownsSession = false;
+    this.session = session;
+    this.stats.sessions++;
+    this.stats.draft = session.version;
+    try {
+      await this.#play(session);
+    } catch (err) {
+      this.fail(err);
+    }
+    this.#closeTracks();
+  }
+
   stop() {
     this.#stopped = true;
     clearInterval(this.ticker);
     this.#closeTracks();
-    this.session?.close();
+    if (this.#ownsSession) this.session?.close();
     this.#ended?.();
+  }
+
+  /**
+   * A new SUBSCRIBER_PRIORITY for the video or audio subscription: REQUEST_UPDATE now (§9.10), and the value
+   * for later subscriptions.
+   * @param {'video' | 'audio'} kind
+   */
+  setPriority(kind, priority, force = false) {
+    const key = `${kind}Priority`;
+    if (this.options[key] === priority && !force) return;
+    this.options[key] = priority;
+    const sub = this[kind]?.sub;
+    if (!sub || sub.ended) return;
+    sub.update({ priority });
+    this.stats[key] = priority;
+    this.stats.priorityUpdates++;
   }
 
   fail(err) {
@@ -947,6 +1038,7 @@ export class Player {
       if (current && !tracks.some((t) => t.name === current.track.name)) {
         current.close();
         this[kind] = null;
+        this.stats[`${kind}Track`] = null;
       }
       if (this[kind]) continue;
       const candidates = tracks.filter((t) => roleOf(t) === kind);
@@ -999,8 +1091,20 @@ export class Player {
     const now = performance.now();
     stats.fps = this.video ? this.video.renderMeter.rate(now) : 0;
     stats.audioState = this.#audioContext?.state ?? null;
+    const offset = this.clock.offset;
+    stats.playoutDelayMs = offset === null ? null : Math.round(offset + Date.now() - now);
     const session = this.session;
-    if (session) {
+    if (session && !this.#ownsSession) {
+      // A shared session's bytes are everyone's: count this player's media payloads.
+      const bytes = this.mediaBytes;
+      if (this.#bytesAt) {
+        const seconds = (now - this.#bytesAt.time) / 1000;
+        const kbps = seconds > 0 ? ((bytes - this.#bytesAt.bytes) * 8) / seconds / 1000 : 0;
+        stats.bitrateKbps = Math.round(stats.bitrateKbps * 0.6 + kbps * 0.4);
+      }
+      stats.bytesReceived = bytes;
+      this.#bytesAt = { session: null, time: now, bytes };
+    } else if (session) {
       stats.bytesReceived = session.bytesReceived;
       if (this.#bytesAt && this.#bytesAt.session === session) {
         const seconds = (now - this.#bytesAt.time) / 1000;

@@ -1,4 +1,6 @@
-// A MOQT session over WebTransport, the subscriber's side: what the listing page and the player need.
+// A MOQT session over WebTransport: the subscriber's side (what the listing page and the player need), and the
+// publisher's side a call page needs (PUBLISH_NAMESPACE, and the relay's SUBSCRIBEs for our tracks, served by
+// tracks.js).
 //
 // - Negotiation (draft-21 §6.1.3): the drafts go in WebTransport's `protocols` option ("moqt-22", "moqt-21",
 //   "moqt-20", "moqt-18"); the server's choice comes back as `transport.protocol`. No choice = no session.
@@ -9,11 +11,16 @@
 // - Objects arrive on subgroup streams (one uni stream per subgroup, §11.3) and in datagrams (§11.2), named by
 //   the Track Alias of SUBSCRIBE_OK. A stream whose alias is not known yet (its SUBSCRIBE_OK is still on the
 //   way) waits for it, within bounds (MAX_PENDING_STREAMS, ALIAS_WAIT_MS).
+// - Publishing (§9.6, §9.7): publishNamespace() makes our namespace known; a SUBSCRIBE the relay opens toward us
+//   for a track added with addTrack() gets SUBSCRIBE_OK with a Track Alias of ours and is served from the
+//   track's latest group (tracks.js); one for any other track gets REQUEST_ERROR DOES_NOT_EXIST. Any other
+//   request gets NOT_SUPPORTED. The relay cancels a subscription by resetting its request stream.
 //
 // The wire codec (moqt.js) does the bytes; this module does the streams. A ProtocolViolation from the peer
 // closes the session with its code.
 
 import * as moqt from './moqt.js';
+import { ServedSubscription, trackKey } from './tracks.js';
 
 /** What we call ourselves in SETUP (MOQT_IMPLEMENTATION). */
 export const IMPLEMENTATION = 'moq-web/0.1';
@@ -103,6 +110,9 @@ export class Subscription {
   /** Objects and bytes (stream and datagram payloads) received on this subscription. */
   objects = 0;
   bytes = 0;
+  /** REQUEST_UPDATEs sent, and answers (REQUEST_OK or REQUEST_ERROR) received. */
+  updatesSent = 0;
+  updatesAnswered = 0;
   /** @type {(obj: MoqObject) => void} */
   onObject = () => {};
   /** @type {(info: {groupId: number, subgroupId: number, reset: boolean}) => void} */
@@ -135,6 +145,21 @@ export class Subscription {
       for (const stream of streams) stream.cancel(moqt.StreamResetCode.CANCELLED, 'unsubscribed');
     }
     this.#streams.clear();
+  }
+
+  /**
+   * REQUEST_UPDATE (§9.10): a new subscriber priority (and/or forward state) for this subscription. Not awaited:
+   * the REQUEST_OK (or REQUEST_ERROR) comes on the request stream and is counted in `updatesAnswered`.
+   * @param {{priority?: number, forward?: number}} changes
+   */
+  update({ priority, forward } = {}) {
+    if (this.ended) return;
+    const parameters = {};
+    if (priority !== undefined) parameters.subscriberPriority = priority;
+    if (forward !== undefined) parameters.forward = forward;
+    const msg = { type: 'REQUEST_UPDATE', requestId: this.#session._nextRequestId(), parameters };
+    this.updatesSent++;
+    this.#writer.write(moqt.encodeMessage(msg, this.#session.version)).catch(() => {});
   }
 
   /** STOP_SENDING on the streams of groups before `groupId`: the player skipped them (§11.3.2). */
@@ -174,6 +199,8 @@ export class Subscription {
           this.#finish({ statusCode: msg.statusCode, reason: msg.reason }, true);
         } else if (msg.type === 'PUBLISH_STATE_NOTIFY' && msg.parameters.largestObject) {
           this.largest = msg.parameters.largestObject;
+        } else if (msg.type === 'REQUEST_OK' || msg.type === 'REQUEST_ERROR') {
+          this.updatesAnswered++;
         }
       }
       this.#finish({ statusCode: moqt.PublishDoneCode.INTERNAL_ERROR, reason: 'request stream closed' }, true);
@@ -260,7 +287,20 @@ export class Session {
   /** @type {{code: number | null, reason: string} | null} */
   closeInfo = null;
   onGoaway = (uri) => {};
+  /** What the publisher's side did on this session (the subscriptions it served, summed). */
+  publisherStats = {
+    subscriptions: 0,
+    served: 0,
+    objectsSent: 0,
+    bytesSent: 0,
+    streamsOpened: 0,
+    groupsDropped: 0,
+  };
   #nextRequestId = 0;
+  /** Tracks we publish, by trackKey; and the subscriptions we serve. */
+  #localTracks = new Map();
+  #served = new Set();
+  #nextAlias = 0;
   #subscriptions = new Map(); // track alias -> Subscription
   #aliasWaiters = new Map(); // track alias -> [resolve]
   #pendingStreams = 0;
@@ -316,7 +356,11 @@ export class Session {
       (info) => (this.closeInfo ??= { code: info?.closeCode ?? 0, reason: info?.reason ?? '' }),
       (err) => (this.closeInfo ??= { code: null, reason: String(err?.message ?? err) }),
     );
-    this.closed.then(() => this.#setupReject(new Error('the session closed')));
+    this.closed.then(() => {
+      this.#setupReject(new Error('the session closed'));
+      for (const served of this.#served) served.cancel(moqt.StreamResetCode.SESSION_CLOSED);
+      this.#served.clear();
+    });
   }
 
   async #start(timeoutMs) {
@@ -344,6 +388,11 @@ export class Session {
     const id = this.#nextRequestId;
     this.#nextRequestId += 2;
     return id;
+  }
+
+  /** A fresh Request ID (REQUEST_UPDATE consumes one, §9.10). */
+  _nextRequestId() {
+    return this.#requestId();
   }
 
   async #openRequest(msg) {
@@ -400,6 +449,52 @@ export class Session {
     }
     watch._follow(req.messages, this);
     return watch;
+  }
+
+  /**
+   * PUBLISH_NAMESPACE (§9.6): the relay routes SUBSCRIBEs for tracks under `namespace` to us, and tells its
+   * SUBSCRIBE_NAMESPACE subscribers. Resolves once accepted. Withdraw with the result's cancel() (or close the
+   * session); `ended` resolves when the relay ends it.
+   * @param {Array<string | Uint8Array>} namespace
+   * @returns {Promise<{namespace: Uint8Array[], cancel: () => void, ended: Promise<void>}>}
+   */
+  async publishNamespace(namespace) {
+    const requestId = this.#requestId();
+    const fields = namespace.map((f) => (typeof f === 'string' ? moqt.utf8(f) : f));
+    const req = await this.#openRequest({ type: 'PUBLISH_NAMESPACE', requestId, namespace: fields, parameters: {} });
+    const cancel = () => {
+      const error = streamError(moqt.StreamResetCode.CANCELLED, 'withdrawn');
+      req.writer.abort(error).catch(() => {});
+      req.reader.cancel(error).catch(() => {});
+    };
+    try {
+      const answer = await this.#answer(req.messages);
+      if (answer.type !== 'REQUEST_OK') {
+        throw new moqt.ProtocolViolation(moqt.PV, `${answer.type} answered PUBLISH_NAMESPACE`);
+      }
+    } catch (err) {
+      cancel();
+      if (err instanceof moqt.ProtocolViolation) this.close(err.code, err.message);
+      throw err;
+    }
+    const ended = (async () => {
+      try {
+        for await (const msg of req.messages) void msg; // nothing is expected but the stream's end
+      } catch {
+        // reset: withdrawn
+      }
+    })();
+    return { namespace: fields, cancel, ended };
+  }
+
+  /** Serve `track` (a tracks.js LocalTrack) to whoever SUBSCRIBEs to it on this session. */
+  addTrack(track) {
+    this.#localTracks.set(track.key, track);
+  }
+
+  /** Stop offering `track` to new subscribers (the ones it has go on until it ends). */
+  removeTrack(track) {
+    if (this.#localTracks.get(track.key) === track) this.#localTracks.delete(track.key);
   }
 
   /**
@@ -572,39 +667,87 @@ export class Session {
     }
   }
 
-  /** A request the relay opens toward us: we publish nothing, so the answer is NOT_SUPPORTED (§9.4). */
+  /** Requests the relay opens toward us: a SUBSCRIBE for one of our tracks is served; anything else refused. */
   async #acceptBidi() {
     const incoming = this.transport.incomingBidirectionalStreams.getReader();
     try {
       for (;;) {
         const { value, done } = await incoming.read();
         if (done) return;
-        this.#refuse(value);
+        this.#incomingRequest(value);
       }
     } catch {
       // the session is over
     }
   }
 
-  async #refuse(stream) {
+  async #incomingRequest(stream) {
     const reader = stream.readable.getReader();
     const writer = stream.writable.getWriter();
     try {
-      const first = await readMessages(reader, this.version).next();
+      const messages = readMessages(reader, this.version);
+      const first = await messages.next();
       if (first.done) return;
-      const error = {
-        type: 'REQUEST_ERROR',
-        errorCode: moqt.RequestErrorCode.NOT_SUPPORTED,
-        retryInterval: 0,
-        reason: 'this client publishes nothing',
-      };
-      await writer.write(moqt.encodeMessage(error, this.version));
-      await writer.close();
-      reader.cancel().catch(() => {});
+      const msg = first.value;
+      if (msg.type === 'SUBSCRIBE') {
+        const track = this.#localTracks.get(trackKey(msg.namespace, msg.name));
+        if (track && !track.ended) {
+          await this.#serve(track, msg, messages, reader, writer);
+          return;
+        }
+        await this.#refuse(reader, writer, moqt.RequestErrorCode.DOES_NOT_EXIST, 'no such track');
+        return;
+      }
+      const code = moqt.RequestErrorCode.NOT_SUPPORTED;
+      await this.#refuse(reader, writer, code, `this client does not serve ${msg.type}`);
     } catch (err) {
       if (err instanceof moqt.ProtocolViolation) this.close(err.code, err.message);
       writer.abort().catch(() => {});
     }
+  }
+
+  /** REQUEST_ERROR and FIN (§6.4.2.3). */
+  async #refuse(reader, writer, errorCode, reason) {
+    const error = { type: 'REQUEST_ERROR', errorCode, retryInterval: 0, reason };
+    await writer.write(moqt.encodeMessage(error, this.version));
+    await writer.close();
+    reader.cancel().catch(() => {});
+  }
+
+  /** Serve one SUBSCRIBE until the subscriber resets its request stream, the track ends or the session does. */
+  async #serve(track, msg, messages, reader, writer) {
+    const served = new ServedSubscription({
+      transport: this.transport,
+      version: this.version,
+      track,
+      requestId: msg.requestId,
+      trackAlias: this.#nextAlias++,
+      parameters: msg.parameters,
+      writer,
+      stats: this.publisherStats,
+    });
+    this.#served.add(served);
+    this.publisherStats.subscriptions++;
+    this.publisherStats.served = this.#served.size;
+    const follow = async () => {
+      try {
+        await served.start();
+        for await (const update of messages) {
+          if (update.type === 'REQUEST_UPDATE') served.update(update.parameters);
+          else throw new moqt.ProtocolViolation(moqt.PV, `${update.type} on a subscription we serve`);
+        }
+        // A FIN only says no REQUEST_UPDATE will come (§6.4.2.2); STOP_SENDING on our side still cancels.
+        await writer.closed;
+      } catch (err) {
+        if (err instanceof moqt.ProtocolViolation) this.close(err.code, err.message);
+        served.cancel(); // the subscriber reset the stream: it unsubscribed
+      }
+    };
+    follow();
+    await served.over;
+    reader.cancel().catch(() => {});
+    this.#served.delete(served);
+    this.publisherStats.served = this.#served.size;
   }
 
   async #readDatagrams() {
