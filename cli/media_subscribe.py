@@ -36,8 +36,10 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, BinaryIO
 
+import msgspec
 from av.video.frame import VideoFrame
 
 from cli.media_glue import (
@@ -436,6 +438,30 @@ async def run_subscribe(cfg: SubscribeConfig, *, stdout: BinaryIO | None = None)
 async def _subscribe(
     cfg: SubscribeConfig, session: MoqSession, ns: TrackNamespace, stop: asyncio.Event, stdout: BinaryIO | None
 ) -> dict[str, Any]:
+    figures, error = await record_broadcast(cfg, session, ns, stop, stdout)
+    if cfg.stats_json:
+        write_json(cfg.stats_json, figures)
+    _summary(figures, figures["ended_by"])
+    if error is not None:
+        raise error
+    return figures
+
+
+async def record_broadcast(
+    cfg: SubscribeConfig,
+    session: MoqSession,
+    ns: TrackNamespace,
+    stop: asyncio.Event,
+    stdout: BinaryIO | None = None,
+    *,
+    skip_unsupported: bool = False,
+) -> tuple[dict[str, Any], CliError | None]:
+    """Subscribe to one broadcast on an open session (its catalog, then its tracks) and decode or record it per
+    `cfg` until every track ends, `cfg.duration` passes, `stop` is set or the session closes.
+
+    Returns the figures and, for a run that went wrong once under way (the recording failed, the relay went),
+    the error to report; raises `CliError` for what stops it from starting (no catalog, a track refused, ...).
+    `skip_unsupported`: leave out the tracks whose codec cannot be decoded or recorded instead of failing."""
     params = Parameters(rendezvous_timeout=round(cfg.wait * 1000)) if cfg.wait > 0 else Parameters()
     try:
         catalog_sub = await session.subscribe(ns, CATALOG_TRACK_NAME, params)
@@ -443,19 +469,32 @@ async def _subscribe(
         raise _rejected(exc, cfg, CATALOG_TRACK_NAME) from None
     except ConnectionError as exc:
         raise CliError(f"lost the relay at {cfg.url}: {exc}") from None
+    reading = asyncio.ensure_future(asyncio.wait_for(read_catalog(catalog_sub, cfg.name), cfg.timeout))
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        catalog = await asyncio.wait_for(read_catalog(catalog_sub, cfg.name), cfg.timeout)
+        await asyncio.wait({reading, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not reading.done():
+            raise CliError(f"stopped before the catalog of {cfg.name} arrived")
+        catalog = reading.result()
     except TimeoutError:
         raise CliError(f"no catalog arrived from {cfg.name} within {cfg.timeout:g} s") from None
     finally:
+        reading.cancel()
+        stopping.cancel()
+        await asyncio.gather(reading, stopping, return_exceptions=True)
         catalog_sub.cancel()
     entries = choose_tracks(catalog, cfg)
     if cfg.decode or cfg.output is not None:
-        for name, entry in entries.items():
+        for name, entry in list(entries.items()):
             try:
                 decoder_name(entry.codec or "")
             except MediaError as exc:
-                raise CliError(f"track {name}: {exc}") from None
+                if not skip_unsupported:
+                    raise CliError(f"track {name}: {exc}") from None
+                status(f"{cfg.name}: leaving out track {name}: {exc}")
+                del entries[name]
+        if not entries:
+            raise CliError(f"{cfg.name} has no track we can decode or record")
     sink: MediaSink | None = None
     if cfg.decode or cfg.output is not None:
         target = stdout or sys.stdout.buffer
@@ -531,17 +570,16 @@ async def _subscribe(
     for name, sub in subs.items():
         stats[name].done = _done_name(sub)
     figures = _figures(cfg, stats, subs, sink, reorders, ended_by, seconds)
-    if cfg.stats_json:
-        write_json(cfg.stats_json, figures)
-    _summary(figures, ended_by)
+    error: CliError | None = None
     if sink is not None and sink.error is not None:
         if isinstance(sink.error, BrokenPipeError) and cfg.output == "-":
-            raise CliError("standard output was closed: whoever read the MPEG-TS went away")
-        raise CliError(f"decoding or recording failed: {sink.error}")
-    if ended_by == "relay":
+            error = CliError("standard output was closed: whoever read the MPEG-TS went away")
+        else:
+            error = CliError(f"decoding or recording failed: {sink.error}")
+    elif ended_by == "relay":
         reason = session.close_reason[1] if session.close_reason else "the session closed"
-        raise CliError(f"lost the relay at {cfg.url}: {reason}")
-    return figures
+        error = CliError(f"lost the relay at {cfg.url}: {reason}")
+    return figures, error
 
 
 async def _read(sub: Subscription, stats: TrackStats, sink: MediaSink | None, reorder: Reorder | None) -> None:
@@ -669,7 +707,7 @@ def _figures(
     return figures
 
 
-def _summary(figures: dict[str, Any], ended_by: str) -> None:
+def _summary(figures: dict[str, Any], ended_by: str, who: str = "") -> None:
     parts = []
     for name, entry in figures["tracks"].items():
         text = f"{name} {entry['objects']} objects"
@@ -680,4 +718,169 @@ def _summary(figures: dict[str, Any], ended_by: str) -> None:
         parts.append(text)
     latency = figures["latency_ms"]
     lat = f"latency p50 {latency['p50']:.1f} ms, p99 {latency['p99']:.1f} ms" if latency else "no latency figures"
-    status(f"received {', '.join(parts)}; {lat}; {figures['groups_dropped']} groups dropped (ended by {ended_by})")
+    status(f"{who}received {', '.join(parts)}; {lat}; {figures['groups_dropped']} groups dropped (ended by {ended_by})")
+
+
+# -- a room: every participant's broadcast ------------------------------------------------------------------------
+
+
+class _Participant:
+    """One broadcast under the room being recorded: its task, and why it was asked to stop."""
+
+    def __init__(self, key: str, namespace: TrackNamespace, output: str | None) -> None:
+        self.key = key  # the participant's name, made unique if the same name came back after leaving
+        self.namespace = namespace
+        self.output = output
+        self.stop = asyncio.Event()
+        self.reason: str | None = None  # left, duration, signal, relay
+        self.task: asyncio.Task[dict[str, Any]] | None = None
+        self.failed = False  # the recording itself failed (not just a participant gone before its catalog)
+
+    def finish(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.stop.set()
+
+
+def participant_name(room: TrackNamespace, namespace: TrackNamespace) -> str:
+    """ROOM/alice -> 'alice' (deeper namespaces join their fields with '-'): a name fit for a file name."""
+    fields = [part.decode(errors="replace") for part in namespace[len(room) :]]
+    name = "-".join(fields).replace("/", "_").replace("\\", "_").strip(".")
+    return name or "_"
+
+
+async def run_room(cfg: SubscribeConfig) -> dict[str, Any]:
+    """SUBSCRIBE_NAMESPACE on `cfg.room` and record every participant's broadcast (`record_broadcast`) into
+    `cfg.output`/<participant>.mkv, each from its announcement to its NAMESPACE_DONE; until --duration passes, a
+    signal arrives or the relay goes. Returns the figures per participant (also written to --stats-json)."""
+    assert cfg.room is not None
+    room = split_namespace(cfg.room)
+    directory: Path | None = None
+    if cfg.output is not None:
+        if cfg.output == "-":
+            raise CliError("--room records one file per participant: give --output a directory, not '-'")
+        directory = Path(cfg.output)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CliError(f"cannot make the directory {cfg.output}: {exc}") from None
+    session = await open_session(cfg.url, fingerprint=cfg.fingerprint, verify=cfg.verify, timeout=cfg.timeout)
+    stop = asyncio.Event()
+    undo_signals = install_stop_signals(stop)
+    try:
+        return await _record_room(cfg, session, room, directory, stop)
+    finally:
+        undo_signals()
+        await close_session(session)
+
+
+async def _record_room(
+    cfg: SubscribeConfig, session: MoqSession, room: TrackNamespace, directory: Path | None, stop: asyncio.Event
+) -> dict[str, Any]:
+    assert cfg.room is not None
+    try:
+        watch = await session.subscribe_namespace(room)
+    except RequestRejected as exc:
+        raise CliError(f"the relay refused our SUBSCRIBE_NAMESPACE for {cfg.room}: {exc.reason or exc}") from None
+    except ConnectionError as exc:
+        raise CliError(f"lost the relay at {cfg.url}: {exc}") from None
+    status(f"watching the room {cfg.room}")
+    started = time.monotonic()
+    current: dict[TrackNamespace, _Participant] = {}
+    everyone: dict[str, _Participant] = {}
+
+    def join(namespace: TrackNamespace) -> None:
+        name = participant_name(room, namespace)
+        key, n = name, 1
+        while key in everyone:  # the same name again after leaving: a recording of its own
+            n += 1
+            key = f"{name}-{n}"
+        output = str(directory / f"{key}.mkv") if directory is not None else None
+        p = _Participant(key, namespace, output)
+        # Each participant is one broadcast: the room's options, its namespace, its file; the room keeps time.
+        pcfg = msgspec.structs.replace(
+            cfg,
+            name="/".join(f.decode(errors="replace") for f in namespace),
+            room=None,
+            output=output,
+            duration=None,
+            wait=0.0,
+            stats_json=None,
+            quiet=True,
+        )
+        p.task = asyncio.create_task(_record_participant(pcfg, session, p))
+        current[namespace] = everyone[key] = p
+        status(f"{key} joined the room" + (f": recording to {output}" if output else ""))
+
+    async def follow() -> None:
+        async for added, namespace in watch:
+            if namespace[: len(room)] != room:
+                continue
+            if added and namespace not in current:
+                join(namespace)
+            elif not added and namespace in current:
+                p = current.pop(namespace)
+                status(f"{p.key} left the room")
+                p.finish("left")
+
+    following = asyncio.create_task(follow())
+    waits: list[asyncio.Future[Any]] = [following, asyncio.ensure_future(stop.wait())]
+    if cfg.duration is not None:
+        waits.append(asyncio.ensure_future(asyncio.sleep(cfg.duration)))
+    ended_by = "relay"
+    try:
+        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        if waits[1] in done:
+            ended_by = "signal"
+        elif len(waits) > 2 and waits[2] in done:
+            ended_by = "duration"
+    finally:
+        for waiter in waits:
+            waiter.cancel()
+        watch.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+        for p in everyone.values():
+            p.finish(ended_by)
+        results = await asyncio.gather(*(p.task for p in everyone.values() if p.task), return_exceptions=True)
+    participants: dict[str, Any] = {}
+    for p, result in zip(everyone.values(), results, strict=True):
+        if isinstance(result, BaseException):
+            result = {"error": f"{type(result).__name__}: {result}"}
+            p.failed = True
+        participants[p.key] = result
+    figures: dict[str, Any] = {
+        "room": cfg.room,
+        "url": cfg.url,
+        "ended_by": ended_by,
+        "seconds": round(time.monotonic() - started, 3),
+        "participants": participants,
+    }
+    if cfg.stats_json:
+        write_json(cfg.stats_json, figures)
+    status(f"recorded {len(participants)} participants of {cfg.room} (ended by {ended_by})")
+    failed = [p.key for p in everyone.values() if p.failed]
+    if failed:
+        errors = "; ".join(f"{key}: {participants[key].get('error')}" for key in failed)
+        raise CliError(f"recording failed for {errors}")
+    if ended_by == "relay":
+        reason = session.close_reason[1] if session.close_reason else "the session closed"
+        raise CliError(f"lost the relay at {cfg.url}: {reason}")
+    return figures
+
+
+async def _record_participant(cfg: SubscribeConfig, session: MoqSession, p: _Participant) -> dict[str, Any]:
+    """One participant's `record_broadcast`; a participant that cannot be recorded is reported, not fatal to the
+    room (unless its recording failed once under way: see `_Participant.failed`)."""
+    try:
+        figures, error = await record_broadcast(cfg, session, p.namespace, p.stop, skip_unsupported=True)
+    except CliError as exc:
+        status(f"{p.key}: not recorded: {exc}")
+        return {"namespace": cfg.name, "output": None, "ended_by": p.reason, "error": str(exc)}
+    if figures["ended_by"] == "signal" and p.reason is not None:
+        figures["ended_by"] = p.reason  # our own stop: the participant left, or the room's run ended
+    figures["output"] = p.output
+    if error is not None and figures["ended_by"] != "relay":
+        figures["error"] = str(error)
+        p.failed = True
+    _summary(figures, figures["ended_by"], who=f"{p.key}: ")
+    return figures

@@ -1,6 +1,6 @@
 """`moq subscribe`: read a broadcast's catalog, subscribe to its tracks, decode, record or pipe them, and report.
 
-The command parses its options into a `SubscribeConfig` and runs `cli.media_subscribe.run_subscribe`.
+The command parses its options into a `SubscribeConfig` and runs `cli.media_subscribe.run_subscribe` (or `run_room`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ class SubscribeConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Everything `moq subscribe` was asked to do."""
 
     url: str
-    name: str
+    #: The broadcast's namespace ("" with `room`).
+    name: str = ""
+    #: A room: record every broadcast published under this namespace prefix (`output` is then a directory).
+    room: str | None = None
     #: Track names to subscribe to; empty: every audio and video track of the catalog.
     tracks: tuple[str, ...] = ()
     decode: bool = False
@@ -38,14 +41,22 @@ class SubscribeConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 @main.command()
 @click.argument("url")
-@click.option("--name", "-n", required=True, metavar="NAMESPACE", help="Namespace to subscribe to: live/demo.")
+@click.option("--name", "-n", metavar="NAMESPACE", help="Namespace to subscribe to: live/demo.")
+@click.option(
+    "--room",
+    metavar="ROOM",
+    help="Instead of --name: join the call ROOM (SUBSCRIBE_NAMESPACE) and subscribe to every participant's "
+    "broadcast ROOM/<participant> as it is announced, until it leaves; --output is then a directory that gets "
+    "<participant>.mkv each.",
+)
 @click.option("--track", "tracks", multiple=True, metavar="NAME", help="Only this track (repeat for more).")
 @click.option("--decode", is_flag=True, help="Decode every frame (PyAV) and count what decodes.")
 @click.option(
     "--output",
     "-o",
     metavar="FILE",
-    help="Record to FILE (.mp4, .mkv or .ts, no re-encoding), or '-' for MPEG-TS on standard output.",
+    help="Record to FILE (.mp4, .mkv or .ts, no re-encoding), or '-' for MPEG-TS on standard output; with --room, "
+    "a directory.",
 )
 @click.option(
     "--verify-pattern",
@@ -82,7 +93,8 @@ class SubscribeConfig(msgspec.Struct, frozen=True, kw_only=True):
 )
 def subscribe(
     url: str,
-    name: str,
+    name: str | None,
+    room: str | None,
     tracks: tuple[str, ...],
     decode: bool,
     output: str | None,
@@ -97,15 +109,22 @@ def subscribe(
     quiet: bool,
     log_level: str,
 ) -> None:
-    """Subscribe to the broadcast NAMESPACE at the relay URL.
+    """Subscribe to the broadcast NAMESPACE at the relay URL (--name), or to everyone in a call (--room).
 
     Reads the MSF "catalog" track first (object 0 of its latest group is the full catalog), then subscribes to its
     audio and video tracks. Live statistics go to stderr once a second: frames/s, kbit/s, end-to-end latency
     (now - the LOC capture TIMESTAMP) and groups dropped. Ends by itself when the publisher ends every track, or
     after --duration.
+
+    With --room, each participant's broadcast (ROOM/<participant>) is read the same way from its announcement
+    to its NAMESPACE_DONE, recorded to DIR/<participant>.mkv with --output DIR; the command runs until
+    --duration passes or Ctrl-C, and --stats-json has the figures per participant.
     """
     from cli.media_glue import CliError
-    from cli.media_subscribe import run_subscribe
+    from cli.media_subscribe import run_room, run_subscribe
+
+    if (name is None) == (room is None):
+        raise click.UsageError("give either --name NAMESPACE or --room ROOM")
 
     if verify_pattern:
         decode = True
@@ -113,7 +132,8 @@ def subscribe(
     quiet_transport_logs(log_level)
     config = SubscribeConfig(
         url=url,
-        name=name,
+        name=name or "",
+        room=room,
         tracks=tracks,
         decode=decode,
         output=output,
@@ -128,6 +148,6 @@ def subscribe(
         quiet=quiet,
     )
     try:
-        asyncio.run(run_subscribe(config))
+        asyncio.run(run_room(config) if room is not None else run_subscribe(config))
     except CliError as exc:
         raise click.ClickException(str(exc)) from None

@@ -39,6 +39,7 @@ from av.packet import Packet
 from av.stream import Stream
 from av.video.codeccontext import VideoCodecContext
 from av.video.frame import VideoFrame
+from av.video.stream import VideoStream
 
 from moq.media import codecs
 from moq.media.catalog import Track
@@ -75,11 +76,12 @@ def track_kind(track: Track) -> TrackKind:
 
 
 def decoder_name(codec: str) -> str:
-    """The FFmpeg decoder for a WebCodecs codec string (H.264, Opus and AAC)."""
+    """The FFmpeg decoder for a WebCodecs codec string (H.264, VP8, Opus and AAC; browsers that cannot encode
+    H.264 publish VP8)."""
     family = codec.split(".", 1)[0]
-    names = {"avc1": "h264", "avc3": "h264", "opus": "opus", "mp4a": "aac"}
+    names = {"avc1": "h264", "avc3": "h264", "vp8": "vp8", "vp08": "vp8", "opus": "opus", "mp4a": "aac"}
     if family not in names:
-        raise MediaError(f"codec {codec!r} is not supported: H.264, Opus and AAC are")
+        raise MediaError(f"codec {codec!r} is not supported: H.264, VP8, Opus and AAC are")
     return names[family]
 
 
@@ -331,21 +333,23 @@ class Recorder:
         if out.kind == "video":
             # A stream with an encoder context is what PyAV can describe (size, extradata); the encoder is opened
             # for that only and never fed: the frames are muxed as they came.
-            vstream = self._container.add_stream(
-                "libx264", rate=Fraction(track.framerate or 30).limit_denominator(1001)
-            )
+            encoder = "libvpx" if out.codec == "vp8" else "libx264"
+            rate = Fraction(track.framerate or 30).limit_denominator(1001)
+            vstream = cast(VideoStream, self._container.add_stream(encoder, rate=rate))
             vctx = vstream.codec_context
             width, height = track.width, track.height
-            if (not width or not height) and out.config:
+            if (not width or not height) and out.config and out.codec == "h264":
                 sps = codecs.parse_sps(codecs.parse_avcc(out.config).sps[0])
                 width, height = sps.width, sps.height
             vctx.width, vctx.height = width or 1280, height or 720
             vctx.pix_fmt = "yuv420p"
             vctx.time_base = out.time_base
             vstream.time_base = out.time_base
-            vctx.options = {"preset": "ultrafast"}
+            if out.codec == "h264":
+                vctx.options = {"preset": "ultrafast"}
             vctx.open()
-            vctx.extradata = out.config
+            if out.config:
+                vctx.extradata = out.config
             return vstream
         encoder = {"opus": "libopus", "aac": "aac"}[out.codec]
         astream = cast(AudioStream, self._container.add_stream(encoder, rate=track.samplerate or 48000))

@@ -152,3 +152,37 @@ def test_unsupported_codecs() -> None:
         Recorder(Path("x.unknown"), [audio_track(bitrate=1)])
     with pytest.raises(ValueError):
         Recorder(Path("x.mp4"), [])
+
+
+def test_vp8_is_decoded_and_recorded(tmp_path: Path) -> None:
+    """Browsers without an H.264 encoder publish VP8 (web/js/publisher.js): it decodes and records to MKV."""
+    encoder = av.CodecContext.create("libvpx", "w")
+    encoder.width, encoder.height, encoder.pix_fmt = 160, 96, "yuv420p"
+    encoder.time_base = Fraction(1, 30)
+    encoder.options = {"deadline": "realtime", "cpu-used": "8"}
+    frames: list[tuple[str, LocFrame]] = []
+    for index in range(30):
+        picture = VideoFrame(160, 96, "yuv420p")
+        for plane in picture.planes:
+            plane.update(bytes([index * 8 % 256]) * plane.buffer_size)
+        picture.pts = index
+        for packet in encoder.encode(picture):
+            frames.append(
+                ("video", LocFrame(payload=bytes(packet), timestamp=index * 33_333, keyframe=packet.is_keyframe))
+            )
+    for packet in encoder.encode(None):
+        frames.append(
+            ("video", LocFrame(payload=bytes(packet), timestamp=len(frames) * 33_333, keyframe=packet.is_keyframe))
+        )
+    assert decoder_name("vp8") == decoder_name("vp08.00.10.08") == "vp8"
+    track = Track(
+        name="video", packaging="loc", is_live=True, role="video", codec="vp8", width=160, height=96, framerate=30
+    )
+    decoder = TrackDecoder(track)
+    for _, frame in frames:
+        decoder.decode(frame)
+    decoder.flush()
+    assert decoder.frames_decoded == len(frames) == 30
+    recorder = record(tmp_path / "vp8.mkv", [track], frames)
+    assert recorder.frames_written["video"] == 30
+    assert count_frames(tmp_path / "vp8.mkv", "video") == 30
