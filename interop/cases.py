@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
@@ -48,6 +49,17 @@ MISSING_NAMESPACE = (b"nonexistent", b"namespace")
 #: namespace-discovery: the publisher's pace (a group per period) and how many groups it makes at most.
 LIVE_SOURCE_PERIOD = 0.05
 LIVE_SOURCE_GROUPS = 40
+#: Every wait of a case is multiplied by this (env MOQ_INTEROP_TIMEOUT_SCALE, default 1). The waits only bound the
+#: worst case, so a passing run never sits them out; a loaded CI machine (2 cores running the whole suite in
+#: parallel) raises it rather than see a slow-but-correct peer fail.
+TIMEOUT_SCALE = float(os.environ.get("MOQ_INTEROP_TIMEOUT_SCALE", "1") or 1)
+
+
+def scaled(seconds: float) -> float:
+    """A case's wait, scaled by TIMEOUT_SCALE."""
+    return seconds * TIMEOUT_SCALE
+
+
 #: Default per-case timeout when the runner gives none (TEST-CLIENT-INTERFACE.md "Timeout Handling").
 DEFAULT_TIMEOUT = 5.0
 #: subscribe-before-announce: the publisher starts this long after the subscriber (TEST-CASES.md).
@@ -161,10 +173,12 @@ class CaseContext:
         """Await `awaitable` for at most `within` seconds; a timeout or REQUEST_ERROR becomes a CaseFailed."""
         self.step = f"waiting for {expected}"
         try:
-            return await asyncio.wait_for(awaitable, within)
+            return await asyncio.wait_for(awaitable, scaled(within))
         except TimeoutError:
             raise CaseFailed(
-                f"timed out after {within * 1000:.0f} ms waiting for {expected}", expected=expected, received="timeout"
+                f"timed out after {scaled(within) * 1000:.0f} ms waiting for {expected}",
+                expected=expected,
+                received="timeout",
             ) from None
         except RequestRejected as exc:
             raise CaseFailed(
@@ -434,7 +448,7 @@ async def publish_namespace_done(ctx: CaseContext) -> str:
     sub = await ctx.connect("subscriber")
     ctx.step = "probing the withdrawn namespace with a SUBSCRIBE"
     try:
-        await asyncio.wait_for(sub.subscribe(NAMESPACE, TRACK), 2.0)
+        await asyncio.wait_for(sub.subscribe(NAMESPACE, TRACK), scaled(2.0))
     except RequestRejected as exc:
         ctx.note("probe", describe_rejection(exc))
     except TimeoutError:
@@ -459,7 +473,7 @@ async def subscribe_error(ctx: CaseContext) -> str:
     sub = await ctx.connect("subscriber")
     ctx.step = "waiting for REQUEST_ERROR"
     try:
-        await asyncio.wait_for(sub.subscribe(MISSING_NAMESPACE, TRACK), 2.0)
+        await asyncio.wait_for(sub.subscribe(MISSING_NAMESPACE, TRACK), scaled(2.0))
     except RequestRejected as exc:
         await ctx.close("subscriber")
         return f"{describe_rejection(exc)} received (expected)"
@@ -508,7 +522,7 @@ async def subscribe_before_announce(ctx: CaseContext) -> str:
         await ctx.expect(pub.session.publish_namespace(NAMESPACE), "PUBLISH_NAMESPACE_OK", 2.0)
         ctx.step = "waiting for the answer to the early SUBSCRIBE"
         try:
-            await asyncio.wait_for(asyncio.shield(pending), 2.0)
+            await asyncio.wait_for(asyncio.shield(pending), scaled(2.0))
         except RequestRejected as exc:
             outcome = f"{describe_rejection(exc)} (the relay does not hold subscriptions)"
         except TimeoutError:
@@ -818,7 +832,9 @@ async def rendezvous_timeout(ctx: CaseContext) -> str:
     started = time.monotonic()
     ctx.step = "waiting for REQUEST_ERROR TIMEOUT"
     try:
-        await asyncio.wait_for(sub.subscribe(ctx.namespace(), TRACK, Parameters(rendezvous_timeout=RENDEZVOUS_MS)), 2.0)
+        await asyncio.wait_for(
+            sub.subscribe(ctx.namespace(), TRACK, Parameters(rendezvous_timeout=RENDEZVOUS_MS)), scaled(2.0)
+        )
     except RequestRejected as exc:
         waited = (time.monotonic() - started) * 1000
         ctx.note("answered_after_ms", round(waited))
@@ -975,7 +991,7 @@ async def goaway(ctx: CaseContext) -> str:
     ctx.step = "publisher sends a second GOAWAY"
     send_second_goaway(pub.session)
     try:
-        await asyncio.wait_for(pub.session.closed.wait(), 2.0)
+        await asyncio.wait_for(pub.session.closed.wait(), scaled(2.0))
     except TimeoutError:
         raise CaseFailed(
             "a second GOAWAY on the control stream was accepted",

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from interop.cases import CASES, Case, CaseContext, CaseFailed, CaseSkipped, RunConfig, describe_rejection
+from interop.cases import CASES, Case, CaseContext, CaseFailed, CaseSkipped, RunConfig, describe_rejection, scaled
 from interop.tap import TapWriter, YamlValue
 from moq import __version__
 from moq.errors import RequestRejected
@@ -87,7 +87,7 @@ async def run_case(case: Case, config: RunConfig) -> CaseOutcome:
     fields: dict[str, YamlValue] = {}
     unreachable = False
     try:
-        async with asyncio.timeout(case.timeout):
+        async with asyncio.timeout(scaled(case.timeout)):
             message = await case.run(ctx)
     except CaseSkipped as exc:
         status, message = "skip", str(exc)
@@ -96,7 +96,7 @@ async def run_case(case: Case, config: RunConfig) -> CaseOutcome:
         fields.update(expected=exc.expected, received=exc.received)
     except TimeoutError:
         status = "fail"
-        message = f"timeout after {case.timeout * 1000:.0f} ms while {ctx.step}"
+        message = f"timeout after {scaled(case.timeout) * 1000:.0f} ms while {ctx.step}"
         fields.update(expected=case.expected, received="timeout")
         unreachable = not ctx.connected_any and ctx.step.endswith("connecting")
     except RequestRejected as exc:
