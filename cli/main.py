@@ -50,6 +50,7 @@ def setup_logging(level: str) -> None:
 @click.option("--cache-bytes", type=int, help="Payload bytes kept cached per track.")
 @click.option("--rendezvous-timeout", type=float, help="Seconds a SUBSCRIBE waits for a publisher by default.")
 @click.option("--web-port", type=int, help="TCP port of the browser pages (default 8080; HTTPS with --cert).")
+@click.option("--max-datagram-size", type=click.IntRange(1200, 65527), help="QUIC packet size (default 1200).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
 def relay(config_path: str | None, **flags: object) -> None:
     """Run a relay: routes, caches and fans out MoQ tracks (raw QUIC and WebTransport on one UDP port)."""

@@ -88,6 +88,7 @@ async def start_relay(config: RelayConfig) -> RunningRelay:
         certificate=certificate,
         versions=tuple(Version(v) for v in config.versions),
         prepare=relay.prepare,
+        max_datagram_size=config.max_datagram_size,
     )
     return RunningRelay(relay, server, certificate, dev, config)
 

@@ -109,13 +109,18 @@ MAX_JOINABLE_SUBSCRIPTIONS = 1024
 #: subscription, so one track's backlog never holds up another's (the scheduler orders them by priority).
 MAX_SUBSCRIPTION_BACKLOG_BYTES = 256 * 1024
 #: How many groups a subscriber may fall behind the newest before its older groups are dropped (reset) and it
-#: goes on from the newest: a slow subscriber stays within a group or two of live.
-MAX_SUBSCRIBER_LAG_GROUPS = 2
+#: goes on from the newest (once stalled or behind for long): a slow subscriber stays within a group or two of
+#: live (bench/, a 0.5 Mbit/s link on a 1 Mbit/s track: 1.6 groups behind at the median, 2.9 at most).
+MAX_SUBSCRIBER_LAG_GROUPS = 1
 #: How long a peer must take nothing (the backlog not draining) before it counts as stalled: a burst of cached
 #: objects that is draining must not cost a healthy subscriber its groups.
 MAX_SUBSCRIBER_STALL_SECONDS = 0.5
 #: The shortest period at which a writer checks its subgroups against the subgroup delivery timeout.
 MIN_EXPIRY_CHECK_SECONDS = 0.01
+#: How long a subscriber may stay MAX_SUBSCRIBER_LAG_GROUPS or more behind while still draining (a link slower than
+#: the track) before it skips ahead; long enough that a healthy subscriber draining a burst of cached groups never
+#: does (bench/: a 0.5 Mbit/s link on a 1 Mbit/s track drifted 5 groups behind without this).
+MAX_SUBSCRIBER_BEHIND_SECONDS = 2.0
 #: While waiting for a slow peer, how often a writer checks whether it has fallen too far behind.
 LAG_CHECK_SECONDS = 0.05
 
@@ -634,6 +639,7 @@ class MoqSession:
         self._resumers[rid] = resume
         session = self.session
         newest = -1  # the newest group this writer has written to
+        behind_since: float | None = None  # since when it has been MAX_SUBSCRIBER_LAG_GROUPS or more behind
 
         async def expire_subgroups() -> None:
             """Reset subgroups not wholly delivered within the subgroup timeout of their upstream end (§5.2),
@@ -747,13 +753,22 @@ class MoqSession:
                 stalled_since = time.monotonic()
                 while backlog > MAX_SUBSCRIPTION_BACKLOG_BYTES:
                     latest = track.latest_group
-                    stalled = time.monotonic() - stalled_since >= MAX_SUBSCRIBER_STALL_SECONDS
-                    if stalled and latest is not None and latest - newest >= MAX_SUBSCRIBER_LAG_GROUPS:
+                    now = time.monotonic()
+                    lagging = latest is not None and latest - newest >= MAX_SUBSCRIBER_LAG_GROUPS
+                    if not lagging:
+                        behind_since = None
+                    elif behind_since is None:
+                        behind_since = now
+                    # Skip ahead when stalled (nothing drains) or when it keeps draining too slowly to catch up.
+                    stalled = now - stalled_since >= MAX_SUBSCRIBER_STALL_SECONDS
+                    slow = behind_since is not None and now - behind_since >= MAX_SUBSCRIBER_BEHIND_SECONDS
+                    if lagging and (stalled or slow) and latest is not None:
                         skipped = consumer.skip_to_latest_group()
                         drop_before(latest, StreamResetCode.TOO_FAR_BEHIND)
                         self.groups_dropped += len([g for g in skipped if g >= newest])
                         self._flush()
                         newest = latest
+                        behind_since = None
                         break
                     with contextlib.suppress(TimeoutError):
                         # Any progress of the connection wakes us; then see whether ours moved.
