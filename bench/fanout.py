@@ -91,6 +91,22 @@ async def retried(run: Callable[[], Awaitable[Json]]) -> Json:
         return await run()
 
 
+def publisher_params(shape: TrackShape, env: RunEnv, relay: RelayProcess) -> Json:
+    """What a publisher worker needs to publish the synthetic track `shape` to `relay`."""
+    return {
+        "namespace": NAMESPACE,
+        "track": TRACK,
+        "bitrate": shape.bitrate,
+        "fps": shape.fps,
+        "group_seconds": shape.group_seconds,
+        "ratio": shape.keyframe_ratio,
+        "per_group": shape.per_group,
+        "draft": env.draft,
+        "url": relay.url,
+        "port": relay.port,
+    }
+
+
 def spread(total: int, parts: int) -> list[int]:
     """`total` items over `parts` bins, as evenly as possible (no empty bin)."""
     parts = max(1, min(parts, total))
@@ -125,18 +141,7 @@ async def run_fanout(
     publisher: Worker | None = None
     try:
         base_kb = relay.rss_kb()
-        track_params = {
-            "namespace": NAMESPACE,
-            "track": TRACK,
-            "bitrate": shape.bitrate,
-            "fps": shape.fps,
-            "group_seconds": shape.group_seconds,
-            "ratio": shape.keyframe_ratio,
-            "per_group": shape.per_group,
-            "draft": env.draft,
-            "url": relay.url,
-            "port": relay.port,
-        }
+        track_params = publisher_params(shape, env, relay)
         publisher = await Worker.start(
             "publisher",
             {**track_params, "seconds": seconds, "deadline": READY_TIMEOUT + seconds + 60},
@@ -376,18 +381,7 @@ async def run_loadgen(
     report = env.workdir / f"loadgen-{tag}.csv"
     join_budget = 20.0 + subscribers / 20
     try:
-        track_params = {
-            "namespace": NAMESPACE,
-            "track": TRACK,
-            "bitrate": shape.bitrate,
-            "fps": shape.fps,
-            "group_seconds": shape.group_seconds,
-            "ratio": shape.keyframe_ratio,
-            "per_group": shape.per_group,
-            "draft": env.draft,
-            "url": relay.url,
-            "port": relay.port,
-        }
+        track_params = publisher_params(shape, env, relay)
         publisher = await Worker.start(
             "publisher", {**track_params, "seconds": seconds, "deadline": 200 + seconds}, env.workdir, f"pub-{tag}"
         )
