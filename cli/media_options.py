@@ -72,6 +72,22 @@ RESOLUTION = _Resolution()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def report_options(func: F) -> F:
+    """--stats-interval, --quiet and --log-level, shared by publish and subscribe."""
+    func = click.option(
+        "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning", show_default=True
+    )(func)
+    func = click.option("--quiet", "-q", is_flag=True, help="No live statistics lines.")(func)
+    func = click.option(
+        "--stats-interval",
+        type=click.FloatRange(min=0.1),
+        default=1.0,
+        show_default=True,
+        help="Seconds between live lines.",
+    )(func)
+    return func
+
+
 def tls_options(func: F) -> F:
     """--fingerprint and --tls-disable-verify, shared by publish and subscribe."""
     func = click.option(

@@ -12,7 +12,7 @@ import click
 import msgspec
 
 from cli.main import main, setup_logging
-from cli.media_options import BITRATE, RESOLUTION, quiet_transport_logs, tls_options
+from cli.media_options import BITRATE, RESOLUTION, quiet_transport_logs, report_options, tls_options
 
 
 class PublishConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -96,17 +96,7 @@ class PublishConfig(msgspec.Struct, frozen=True, kw_only=True):
 @click.option(
     "--stats-json", metavar="FILE", help="Write the final figures (frames, objects, groups per track) as JSON."
 )
-@click.option(
-    "--stats-interval",
-    type=click.FloatRange(min=0.1),
-    default=1.0,
-    show_default=True,
-    help="Seconds between live lines.",
-)
-@click.option("--quiet", "-q", is_flag=True, help="No live statistics lines.")
-@click.option(
-    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning", show_default=True
-)
+@report_options
 def publish(
     url: str,
     name: str,

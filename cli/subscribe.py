@@ -11,7 +11,7 @@ import click
 import msgspec
 
 from cli.main import main, setup_logging
-from cli.media_options import quiet_transport_logs, tls_options
+from cli.media_options import quiet_transport_logs, report_options, tls_options
 
 
 class SubscribeConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -80,17 +80,7 @@ class SubscribeConfig(msgspec.Struct, frozen=True, kw_only=True):
     help="Seconds to wait for the relay, and then for the catalog.",
 )
 @click.option("--stats-json", metavar="FILE", help="Write the final figures (per track, latency percentiles) as JSON.")
-@click.option(
-    "--stats-interval",
-    type=click.FloatRange(min=0.1),
-    default=1.0,
-    show_default=True,
-    help="Seconds between live lines.",
-)
-@click.option("--quiet", "-q", is_flag=True, help="No live statistics lines.")
-@click.option(
-    "--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning", show_default=True
-)
+@report_options
 def subscribe(
     url: str,
     name: str | None,
