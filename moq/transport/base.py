@@ -75,6 +75,7 @@ from moq.transport.events import (
     TransportEvent,
 )
 from moq.transport.tls import fingerprint_colon
+from moq.transport.udp import UdpEndpoint
 from moq.wire.codes import SessionErrorCode, StreamResetCode
 from moq.wire.version import Version
 
@@ -301,13 +302,30 @@ class MoqtQuicProtocol(QuicConnectionProtocol):
         # processed, aioquic's timers): top aioquic up from the scheduler's queues first.
         if self.connection is not None:
             self.connection._before_transmit()
-        super().transmit()
+        if isinstance(self._transport, UdpEndpoint):
+            self._transport.cork()
+            try:
+                super().transmit()
+            finally:
+                self._transport.uncork()
+        else:
+            super().transmit()
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        super().datagram_received(data, addr)
+        if not isinstance(self._transport, UdpEndpoint):
+            super().datagram_received(data, addr)  # aioquic's: receive, handle events, transmit
+            if self.connection is not None:
+                self.connection._after_receive()
+            return
+        # Our batching endpoint (moq/transport/udp.py): what aioquic's datagram_received does, but the transmit
+        # waits for the end of the batch of datagrams being read, once for however many this connection got.
+        self._quic.receive_datagram(data if isinstance(data, bytes) else data.encode(), addr, now=self._loop.time())
+        self._process_events()
         # ACKs, MAX_STREAMS and CONNECTION_CLOSE have just been processed: refresh what depends on them.
         if self.connection is not None:
             self.connection._after_receive()
+        if not self._transport.defer_transmit(self):
+            self.transmit()
 
 
 class TransportConnection:

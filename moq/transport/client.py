@@ -19,6 +19,7 @@ from moq.transport.base import MAX_DATAGRAM_FRAME_SIZE, MAX_INFLIGHT_UNI_STREAMS
 from moq.transport.errors import ConnectError
 from moq.transport.quic import QuicTransportConnection
 from moq.transport.tls import parse_fingerprint
+from moq.transport.udp import open_udp_endpoint
 from moq.transport.webtransport import WebTransportConnection
 from moq.wire.version import SUPPORTED_VERSIONS, Version
 
@@ -124,7 +125,8 @@ async def connect(
         sock.close()
         raise
     quic = QuicConnection(configuration=configuration)
-    transport, protocol = await loop.create_datagram_endpoint(lambda: MoqtQuicProtocol(quic), sock=sock)
+    transport, protocol = await open_udp_endpoint(lambda: MoqtQuicProtocol(quic), sock)
+    assert isinstance(protocol, MoqtQuicProtocol)
 
     connection: TransportConnection
     if target.webtransport:

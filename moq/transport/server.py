@@ -32,6 +32,7 @@ from moq.transport.base import (
 )
 from moq.transport.quic import ALPN_FAILURE, QuicTransportConnection, format_alpn_refusal
 from moq.transport.tls import CertificateBundle
+from moq.transport.udp import open_udp_endpoint
 from moq.transport.webtransport import WebTransportConnection
 from moq.wire.version import SUPPORTED_VERSIONS, Version
 
@@ -136,15 +137,15 @@ class MoqtServer:
 
     async def start(self, host: str = "::", port: int = 0) -> None:
         """Bind the UDP socket. `::` is dual stack (browsers try ::1 first for `localhost`)."""
-        loop = asyncio.get_running_loop()
         sock = _bind_udp(host, port)
-        transport, protocol = await loop.create_datagram_endpoint(
+        transport, protocol = await open_udp_endpoint(
             lambda: QuicServer(
                 configuration=self._configuration,
                 create_protocol=functools.partial(_ServerProtocol, server=self),
             ),
-            sock=sock,
+            sock,
         )
+        assert isinstance(protocol, QuicServer)
         self._transport = transport
         self._endpoint = protocol
         logger.info("MOQT server on %s port %d, ALPNs %s", host, self.port, self.alpns)
