@@ -250,6 +250,22 @@ class NamespaceWatch:
         self.session._flush()
 
 
+class _ServedStreams:
+    """The data streams of one subscription we serve that may still hold bytes not yet sent: its open subgroup
+    streams, those it FIN'd whose bytes are not all acknowledged yet, and its fill stream. Its writer keeps the
+    first two; a REQUEST_UPDATE of the subscriber priority re-prioritises all three (draft-22 §5.1)."""
+
+    __slots__ = ("fills", "finished", "open")
+
+    def __init__(self) -> None:
+        self.open: dict[tuple[int, int], int] = {}  # (group, subgroup) -> handle
+        self.finished: dict[int, tuple[int, int]] = {}  # handle -> (group, subgroup)
+        self.fills: set[int] = set()
+
+    def handles(self) -> list[int]:
+        return [*self.open.values(), *self.finished, *self.fills]
+
+
 class MoqSession:
     """A MOQT session over a live transport connection (see the module docstring)."""
 
@@ -280,6 +296,9 @@ class MoqSession:
         self.on_request: RequestHandler | None = None
         #: Told when the peer cancels one of its requests (a relay withdraws namespaces, drops subscribers).
         self.on_cancel: Callable[[MoqSession, RequestCancelled], None] | None = None
+        #: Told when the peer has updated one of its requests (REQUEST_UPDATE), once the update is applied to what
+        #: we serve and answered (e.g. a relay might pass FORWARD=1 on to a paused upstream).
+        self.on_update: Callable[[MoqSession, RequestUpdated], None] | None = None
         self.peer_setup: Setup | None = None
         self.goaway: GoAway | None = None
         #: Set when the peer sends GOAWAY: start no new requests here, move to `goaway.new_session_uri` (or
@@ -299,6 +318,8 @@ class MoqSession:
         self._joining: dict[int, tuple[Track, Location | None]] = {}  # subscriptions we serve: track, join point
         self._joins: dict[int, Subscription] = {}  # our draft-18 joining FETCHes -> the subscription they fill
         self._resumers: dict[int, Callable[[], None]] = {}  # subscriptions we serve -> replay after a pause
+        self._served: dict[int, _ServedStreams] = {}  # subscriptions we serve -> their data streams
+        self._priority_on_open: dict[int, int] = {}  # stream waiting to open -> subscriber priority updated meanwhile
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
@@ -549,7 +570,9 @@ class MoqSession:
             start, end = fetch_window(fill.location_filter or msg.parameters.location_filter, track.largest)
             objects = track.objects(start, end) if start <= end else []
             if objects:  # an empty fill range opens no stream (§3.4)
-                self._write_fetch_stream(rid, objects)
+                fill_stream = self._write_fetch_stream(rid, objects)
+                # One of the subscription's data streams: a priority update moves its queued bytes too (§5.1).
+                self._served.setdefault(rid, _ServedStreams()).fills.add(fill_stream)
         timeouts = DeliveryTimeouts(
             delivery_timeout(msg.parameters.object_delivery_timeout, track, 0x02),
             delivery_timeout(msg.parameters.subgroup_delivery_timeout, track, 0x06),
@@ -586,8 +609,9 @@ class MoqSession:
         self.session.accept_fetch(rid, end, end_of_track=track.is_ended and end == track.ended)
         self._write_fetch_stream(rid, track.objects(start, end))
 
-    def _write_fetch_stream(self, rid: int, objects: list[CachedObject]) -> None:
-        """One fetch stream for request `rid` (a FETCH, or a SUBSCRIBE's fill) carrying `objects`, then FIN."""
+    def _write_fetch_stream(self, rid: int, objects: list[CachedObject]) -> int:
+        """One fetch stream for request `rid` (a FETCH, or a SUBSCRIBE's fill) carrying `objects`, then FIN;
+        returns its handle."""
         handle = self.session.open_fetch_stream(rid)
         for obj in objects:
             self.session.write_fetch_object(
@@ -600,18 +624,37 @@ class MoqSession:
                 obj.properties or None,
             )
         self.session.finish_stream(handle)
+        return handle
 
     def serve_track(
         self, rid: int, track: Track, consumer: TrackConsumer, timeouts: DeliveryTimeouts | None = None
     ) -> asyncio.Task[None]:
         """Send `track` from `consumer` on subscription `rid` until it ends or is cancelled; returns the task.
         `timeouts` are the subscription's effective delivery timeouts (draft-22 §5.2)."""
-        task = self._loop.create_task(self._send_track(rid, track, consumer, timeouts or DeliveryTimeouts()))
+        served = self._served.setdefault(rid, _ServedStreams())
+        task = self._loop.create_task(self._send_track(rid, track, consumer, timeouts or DeliveryTimeouts(), served))
         self._serving[rid] = task
-        task.add_done_callback(lambda _: self._serving.pop(rid, None))
+
+        def done(_: asyncio.Task[None]) -> None:
+            self._serving.pop(rid, None)
+            self._served.pop(rid, None)
+
+        task.add_done_callback(done)
         return task
 
-    async def _send_track(self, rid: int, track: Track, consumer: TrackConsumer, timeouts: DeliveryTimeouts) -> None:
+    def served_stream_ids(self, request_id: int) -> list[int]:
+        """The transport stream ids of the data streams of subscription `request_id` (one we serve) that may still
+        hold bytes not yet sent: open subgroup streams, FIN'd ones not wholly acknowledged, its fill stream. Streams
+        still waiting to open (for the peer's credit or a slot in flight) have no id yet and are left out. For tests
+        and metrics."""
+        served = self._served.get(request_id)
+        if served is None:
+            return []
+        return [self._stream_ids[h] for h in served.handles() if h in self._stream_ids]
+
+    async def _send_track(
+        self, rid: int, track: Track, consumer: TrackConsumer, timeouts: DeliveryTimeouts, served: _ServedStreams
+    ) -> None:
         """Write a track's objects to one subscription: a stream per subgroup, a datagram per datagram object.
 
         A slow subscriber only slows itself (DESIGN.md decision 4): when the session has more than
@@ -619,11 +662,12 @@ class MoqSession:
         falls MAX_SUBSCRIBER_LAG_GROUPS groups behind the newest, it resets the streams of its older groups (their
         queued bytes are dropped) and goes on from the newest group. Delivery timeouts (draft-22 §5.2): an object
         older than the object timeout when it would be handed over resets its stream with DELIVERY_TIMEOUT, and
-        so does a subgroup not wholly delivered within the subgroup timeout of its upstream end.
+        so does a subgroup not wholly delivered within the subgroup timeout of its upstream end. The streams it
+        keeps in `served` are those a REQUEST_UPDATE of the subscriber priority moves (`_answer_update`).
         """
         object_timeout = timeouts.object
-        streams: dict[tuple[int, int], int] = {}
-        finished: dict[int, tuple[int, int]] = {}  # streams we FIN'd, bytes maybe still queued: -> (group, subgroup)
+        streams = served.open
+        finished = served.finished  # streams we FIN'd, bytes maybe still queued: -> (group, subgroup)
         timed_out: set[tuple[int, int]] = set()  # subgroups cut by a delivery timeout: never reopened (§5.2)
         paused: set[tuple[int, int]] = set()  # subgroups cut while FORWARD was 0: reopened once it is 1 (§11.3.2)
         sent_upto: dict[tuple[int, int], int] = {}  # per subgroup, the last object id written (a replay skips it)
@@ -749,6 +793,7 @@ class MoqSession:
                 # a backlog that does not shrink for MAX_SUBSCRIBER_STALL_SECONDS while groups pile up is.
                 for handle in [h for h in finished if not self._backlog((h,))]:
                     del finished[handle]  # delivered
+                served.fills.difference_update([h for h in served.fills if not self._backlog((h,))])
                 backlog = self._backlog([*streams.values(), *finished])
                 stalled_since = time.monotonic()
                 while backlog > MAX_SUBSCRIPTION_BACKLOG_BYTES:
@@ -890,8 +935,12 @@ class MoqSession:
                 sid = await self.conn.open_bidi_stream(cmd.priority)
         except Exception:  # the session closed while we waited
             self._pending.pop(cmd.handle, None)
+            self._priority_on_open.pop(cmd.handle, None)
             return
         self._map(cmd.handle, sid)
+        priority = self._priority_on_open.pop(cmd.handle, None)
+        if priority is not None and cmd.priority:  # REQUEST_UPDATE changed it while the stream waited (§5.1)
+            self.conn.set_stream_priority(sid, (priority, *cmd.priority[1:]))
         for queued in self._pending.pop(cmd.handle, []):
             with contextlib.suppress(StreamStateError):
                 self._execute(queued)
@@ -1010,15 +1059,38 @@ class MoqSession:
         return total
 
     def _answer_update(self, event: RequestUpdated) -> None:
-        """REQUEST_UPDATE from the peer: the session has applied what shapes our serving (priority, FORWARD);
-        answer REQUEST_OK, with LARGEST_OBJECT for a subscription we serve (§9.5)."""
+        """REQUEST_UPDATE from the peer: the session has applied what shapes our serving (priority, FORWARD) to
+        what it sends from now on; here the subscription's data already written follows a new subscriber priority,
+        and a pause ends. Answer REQUEST_OK, with LARGEST_OBJECT for a subscription we serve (§9.5)."""
         joined = self._joining.get(event.request_id)
         largest = joined[0].largest if joined is not None else None
+        priority = event.parameters.subscriber_priority
+        served = self._served.get(event.request_id)
+        if priority is not None and served is not None:
+            self._set_subscriber_priority(served.handles(), priority)
         resume = self._resumers.get(event.request_id)
         if resume is not None and self.session.forwarding(event.request_id):
             resume()
         with contextlib.suppress(SessionError):
             self.session.accept_update(event.update_id, Parameters(largest_object=largest) if largest else Parameters())
+        if self.on_update is not None:
+            self.on_update(self, event)
+
+    def _set_subscriber_priority(self, handles: Iterable[int], priority: int) -> None:
+        """Move data streams we opened to a new subscriber priority (draft-22 §5.1: "a best effort SHOULD be made
+        to apply the change to all objects that have not been scheduled"). What our send scheduler still holds
+        for them, and whatever they carry later, is scheduled by the new priority; bytes already handed to
+        aioquic keep their place. A data stream's priority tuple starts with the subscriber priority (the
+        session's `open_subgroup` / `open_fetch_stream`); only that part changes: publisher priority, group order
+        (fixed for a subscription, §5.1) and subgroup are the objects' own."""
+        for handle in handles:
+            if handle in self._pending:  # not open yet: it takes the new priority when it opens (_open_later)
+                self._priority_on_open[handle] = priority
+                continue
+            sid = self._stream_ids.get(handle)
+            current = self.conn.stream_priority(sid) if sid is not None else None
+            if sid is not None and current:
+                self.conn.set_stream_priority(sid, (priority, *current[1:]))
 
     def _join_done(self, fetch_id: int) -> None:
         sub = self._joins.pop(fetch_id, None)

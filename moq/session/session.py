@@ -1335,7 +1335,8 @@ class Session:
     def _on_peer_update(self, request: _Request, msg: RequestUpdate) -> None:
         self._peer_ids.use(msg.request_id)
         if request.we_publish:
-            _apply_request_parameters(request, msg)  # new priority for streams opened from now, FORWARD at once
+            # Priority for streams opened from now (the driver moves those already written), FORWARD at once.
+            _apply_request_parameters(request, msg)
         request.peer_updates.add(msg.request_id)
         self._updates[msg.request_id] = request
         self._emit(RequestUpdated(request.request_id, msg.request_id, msg.parameters))

@@ -485,6 +485,15 @@ class TransportConnection:
         queue.priority = priority
         self._enlist(stream_id, priority)
 
+    def stream_priority(self, stream_id: int) -> Priority | None:
+        """The priority a stream's queued (and later) data is scheduled by; None once we no longer know the stream
+        (its sending side is over and nothing of it is queued)."""
+        queue = self._queues.get(stream_id)
+        if queue is not None:
+            return queue.priority
+        stream = self._streams.get(stream_id)
+        return stream.priority if stream is not None else None
+
     # ------------------------------------------------------------------ public: streams
 
     async def open_uni_stream(self, priority: Priority = ()) -> int:
