@@ -209,11 +209,12 @@ class Track:
             return TrackConsumer(self, self._base + len(self._log))
         candidates = [g for g in self._groups.values() if g.group_id >= start_group]
         seq = min((g.first_seq for g in candidates), default=self._base + len(self._log))
-        return TrackConsumer(self, max(seq, self._base))
+        return TrackConsumer(self, max(seq, self._base), from_group=start_group)
 
     def consumer_at_end(self) -> TrackConsumer:
-        """A cursor that sees only what is appended from now on (a NEXT_OBJECT subscription)."""
-        return TrackConsumer(self, self._base + len(self._log))
+        """A cursor that sees only what is appended from now on (a NEXT_OBJECT subscription), and no late object
+        of a group older than the newest."""
+        return TrackConsumer(self, self._base + len(self._log), from_group=self.latest_group or 0)
 
     def objects(self, start: Location, end: Location | None = None) -> list[CachedObject]:
         """Cached objects from `start` to `end` inclusive (None: to the largest), in group then object order,
@@ -272,9 +273,12 @@ class Track:
 class TrackConsumer:
     """One reader's cursor over a `Track` (see the module docstring)."""
 
-    def __init__(self, track: Track, seq: int) -> None:
+    def __init__(self, track: Track, seq: int, from_group: int = 0) -> None:
         self.track = track
         self._seq = seq
+        # Groups older than this are not ours to deliver: the log is in arrival order, and objects of an older group
+        # may arrive after the first object of the group we start at (its stream was slower).
+        self._from_group = from_group
         self._dropped: list[int] = []
         self._active: set[int] = set()  # groups this cursor has delivered objects of (a writer has streams open)
         self.closed = False
@@ -292,6 +296,8 @@ class TrackConsumer:
             group, sid, index = track._entry(self._seq)
             self._seq += 1
             gid = group.group_id
+            if gid < self._from_group:
+                continue
             if group.evicted:
                 self._lose([gid])
                 continue
@@ -345,6 +351,7 @@ class TrackConsumer:
         target = self.track._groups[latest].first_seq
         skipped = sorted({gid for gid in self.track._groups if gid < latest})
         self._seq = max(self._seq, target)
+        self._from_group = max(self._from_group, latest)  # what arrives later of the skipped groups stays skipped
         return tuple(skipped)
 
     def rewind_to_group(self, group_id: int) -> None:
@@ -353,6 +360,7 @@ class TrackConsumer:
         group = self.track._groups.get(group_id)
         if group is not None and group.first_seq < self._seq:
             self._seq = max(group.first_seq, self.track._base)
+            self._from_group = min(self._from_group, group_id)
             self.track._wake()
 
     def close(self) -> None:

@@ -55,6 +55,31 @@ def test_a_new_consumer_starts_at_the_latest_group() -> None:
     assert isinstance(first, CachedObject) and (first.group_id, first.object_id) == (2, 0)
 
 
+def test_a_consumer_never_goes_back_to_groups_before_its_start() -> None:
+    """Groups travel on streams of their own, so an older group's objects can be appended after a newer group's
+    first object; a cursor that starts at (or skipped to) the newer group must not deliver them."""
+    track = Track(NS, b"v")
+    track.append(obj(1, 0))
+    track.append(obj(2, 0))  # group 2 starts while group 1 is still arriving
+    track.append(obj(1, 1))
+    late, at_end = track.consumer(), track.consumer_at_end()
+    track.append(obj(1, 2))
+    track.end_subgroup(1, 0)
+    track.append(obj(2, 1))
+    track.append(obj(2, 2))
+    assert [(e.group_id, e.object_id) for e in drain(late) if isinstance(e, CachedObject)] == [(2, 0), (2, 1), (2, 2)]
+    assert [(e.group_id, e.object_id) for e in drain(at_end) if isinstance(e, CachedObject)] == [(2, 1), (2, 2)]
+    # Skipping ahead is the same: what arrives later of a skipped group stays skipped.
+    behind = track.consumer(1)
+    first = behind.poll()
+    assert isinstance(first, CachedObject) and (first.group_id, first.object_id) == (1, 0)
+    track.append(obj(3, 0))
+    assert behind.skip_to_latest_group() == (1, 2)
+    track.append(obj(2, 3))
+    track.append(obj(3, 1))
+    assert [(e.group_id, e.object_id) for e in drain(behind) if isinstance(e, CachedObject)] == [(3, 0), (3, 1)]
+
+
 def test_cache_is_bounded_by_groups_and_bytes() -> None:
     track = Track(NS, b"v", max_groups=3, max_bytes=250)
     for g in range(10):
