@@ -312,20 +312,10 @@ class MoqtQuicProtocol(QuicConnectionProtocol):
             super().transmit()
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        if not isinstance(self._transport, UdpEndpoint):
-            super().datagram_received(data, addr)  # aioquic's: receive, handle events, transmit
-            if self.connection is not None:
-                self.connection._after_receive()
-            return
-        # Our batching endpoint (moq/transport/udp.py): what aioquic's datagram_received does, but the transmit
-        # waits for the end of the batch of datagrams being read, once for however many this connection got.
-        self._quic.receive_datagram(data if isinstance(data, bytes) else data.encode(), addr, now=self._loop.time())
-        self._process_events()
+        super().datagram_received(data, addr)
         # ACKs, MAX_STREAMS and CONNECTION_CLOSE have just been processed: refresh what depends on them.
         if self.connection is not None:
             self.connection._after_receive()
-        if not self._transport.defer_transmit(self):
-            self.transmit()
 
 
 class TransportConnection:
@@ -388,7 +378,8 @@ class TransportConnection:
         self._queued_bytes = 0  # sum of their sizes
         self._levels: dict[Priority, deque[int]] = {}  # those streams by priority, in round-robin order
         self._level_heap: list[Priority] = []  # the keys of _levels, as a heap
-        self._fed: set[int] = set()  # streams that may hold bytes inside aioquic
+        # Streams that may hold bytes inside aioquic, and the priority of the last bytes handed over.
+        self._fed: dict[int, Priority] = {}
         self._writers: list[tuple[int, asyncio.Future[None]]] = []  # wait_writable(): (threshold, waiter)
         #: Data streams reset with EXCESSIVE_LOAD because `max_scheduled_bytes` was exceeded.
         self.shed_streams = 0
@@ -734,17 +725,27 @@ class TransportConnection:
 
     def _quic_usage(self) -> tuple[int, int]:
         """(bytes aioquic holds for our streams, of which never sent yet); forgets streams that hold nothing."""
+        held, unsent, _ = self._quic_usage_by_priority()
+        return held, unsent
+
+    def _quic_usage_by_priority(self) -> tuple[int, int, Priority | None]:
+        """`_quic_usage()`, and the most urgent priority among the streams aioquic holds unsent bytes of."""
         held = unsent = 0
+        most_urgent: Priority | None = None
         drained: list[int] = []
-        for stream_id in self._fed:
+        for stream_id, priority in self._fed.items():
             stream_held, stream_unsent = _aioquic.stream_send_buffered(self._quic, stream_id)
             if stream_held:
                 held += stream_held
-                unsent += stream_unsent
+                if stream_unsent:
+                    unsent += stream_unsent
+                    if most_urgent is None or priority < most_urgent:
+                        most_urgent = priority
             else:
                 drained.append(stream_id)
-        self._fed.difference_update(drained)
-        return held, unsent
+        for stream_id in drained:
+            del self._fed[stream_id]
+        return held, unsent, most_urgent
 
     def _before_transmit(self) -> None:
         self._feed()
@@ -754,24 +755,31 @@ class TransportConnection:
         """Hand queued data to aioquic, highest priority first: about what its congestion window lets out now
         (plus `max_quic_unsent_bytes`), and never past `max_quic_buffered_bytes` unacknowledged.
 
-        Strict priority between levels: a level gets nothing while a higher one has data it could send. Within
+        Strict priority between levels: a level gets nothing while a higher one has data it could send, nor while
+        aioquic still holds unsent bytes of a higher one (it would share the link between them, round robin). Within
         a level, streams take turns of `ROUND_ROBIN_QUANTUM` bytes. A stream out of flow-control credit is
         skipped (it is not schedulable, draft §5.1); it is served again once MAX_STREAM_DATA arrives, which
         comes with a received datagram and hence a transmit.
         """
         if not self._level_heap or self._closed_event is not None:
             return
-        held, unsent = self._quic_usage()
+        held, unsent, waiting = self._quic_usage_by_priority()
         sendable = max(0, _aioquic.congestion_window_available(self._quic))
         room = min(self.max_quic_buffered_bytes - held, sendable + self.max_quic_unsent_bytes - unsent)
         # Connection flow control: bytes written but not sent yet will consume credit too.
         credit = _aioquic.connection_send_credit(self._quic) - unsent
         heap = self._level_heap
+        fed = 0  # bytes handed to aioquic in this call
         skipped: list[Priority] = []  # levels whose every stream is blocked by flow control
         while heap and room > 0 and credit > 0:
             priority = heap[0]
+            if waiting is not None and priority > waiting:
+                # aioquic still holds unsent bytes of a more urgent stream. Bytes handed to it now would compete
+                # with those in its own stream round robin, which knows no priorities: wait until they are sent.
+                break
             ring = self._levels[priority]
             blocked = 0
+            fed_before = fed
             while ring and room > 0 and credit > 0 and blocked < len(ring):
                 stream_id = ring[0]
                 queue = self._queues[stream_id]
@@ -795,10 +803,11 @@ class TransportConnection:
                     limit = min(limit, ROUND_ROBIN_QUANTUM - queue.turn)
                 if limit > 0:
                     data = queue.take(limit)
+                    fed += len(data)
                     room -= len(data)
                     credit -= len(data)
                     self._queued_bytes -= len(data)
-                    self._fed.add(stream_id)
+                    self._fed[stream_id] = priority
                     self._quic.send_stream_data(stream_id, data, queue.fin and not queue.size)
                     blocked = 0
                     if not queue.size:  # all in aioquic now, with the FIN if there is one
@@ -814,6 +823,8 @@ class TransportConnection:
                     blocked += 1
                     queue.turn = 0
                     ring.rotate(-1)
+            if fed > fed_before and fed > sendable - unsent and (waiting is None or priority < waiting):
+                waiting = priority  # more than aioquic sends at once: this level's bytes will wait there too
             if not ring:
                 heapq.heappop(heap)
                 del self._levels[priority]
@@ -910,7 +921,7 @@ class TransportConnection:
     def _open_now(self, unidirectional: bool, priority: Priority) -> int:
         stream_id = self._create_stream(unidirectional)
         self._streams[stream_id] = _Stream(send=SendSide.OPEN, receiving=not unidirectional, priority=priority)
-        self._fed.add(stream_id)  # a WebTransport stream's header is already in aioquic
+        self._fed[stream_id] = priority  # a WebTransport stream's header is already in aioquic
         if unidirectional:
             self._inflight_uni.add(stream_id)
         self._schedule_transmit()

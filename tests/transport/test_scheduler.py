@@ -240,6 +240,38 @@ def test_raising_a_streams_priority_reorders_its_queued_data(
     run(scenario())
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_less_urgent_data_waits_while_aioquic_holds_unsent_urgent_bytes(
+    kind: TransportKind, certificate: CertificateBundle
+) -> None:
+    """aioquic shares its link between the streams it holds bytes of, round robin, knowing no priorities. So once
+    it holds unsent bytes of an urgent stream (its window was full), a bulk stream gets nothing handed to it, even
+    when the scheduler's unsent allowance would let it: those bytes would compete with the urgent ones."""
+    urgent_size, bulk_size = 100_000, 50_000
+
+    async def scenario() -> None:
+        async with sender_and_receiver(kind, certificate) as (server, client, receiver):
+            client.max_quic_unsent_bytes = 4 * urgent_size  # room for everything, so only the rule holds bulk back
+            pause_receiving(server, True)  # no ACKs: aioquic sends its first window's worth and keeps the rest
+            urgent = await client.open_uni_stream(HIGH)
+            client.send(urgent, b"U" * urgent_size, end_stream=True)
+            await after_transmit(client, lambda: _aioquic.stream_send_buffered(client._quic, urgent)[1] > 0)
+            # All of it handed to aioquic, part unsent (a WebTransport stream's few header bytes count too).
+            assert urgent_size <= client.stream_buffered(urgent) <= urgent_size + 8
+            bulk = await client.open_uni_stream(LOW)
+            client.send(bulk, b"B" * bulk_size, end_stream=True)
+            await after_transmit(client, lambda: True)
+            in_quic = _aioquic.stream_send_buffered(client._quic, bulk)[0]
+            assert in_quic <= 8, f"{in_quic} bulk bytes were handed to aioquic"  # but a WebTransport header
+            assert bulk_size <= client.stream_buffered(bulk) <= bulk_size + 8  # still in our queue
+            pause_receiving(server, False)
+            await receiver.until(lambda: len(receiver.finished) == 2, timeout=20)
+            assert receiver.finished == [urgent, bulk]
+            assert receiver.at_fin[urgent].get(bulk, 0) == 0  # no bulk byte arrived before the urgent stream ended
+
+    run(scenario())
+
+
 # ---------------------------------------------------------------------------------------------- back-pressure
 
 
