@@ -19,6 +19,10 @@ end-to-end latency.
 Objects go into `moq.model.Track` caches (`session.add_track`); the session answers the relay's SUBSCRIBEs from
 them, each subscription starting at the latest group. Publisher priorities put the catalog first, then audio, then
 video (a late video frame hurts less than a gap in sound).
+
+With `--stage`, viewers who publish under NAME/stage/<name> are brought on stage (`cli.media_stage`): the catalog
+then also lists their video and audio, each entry with the participant's `namespace`, after our own tracks; a new
+catalog group whenever someone joins, leaves or changes what they send.
 """
 
 from __future__ import annotations
@@ -42,12 +46,14 @@ from cli.media_glue import (
     status,
     write_json,
 )
+from cli.media_stage import StageHost, StageRoster, cancel_quietly
 from cli.publish import PublishConfig
 from moq.api import MoqSession
 from moq.errors import RequestRejected
-from moq.media.catalog import CATALOG_TRACK_NAME, Catalog, encode_catalog, make_catalog, track_for_stream
+from moq.media.catalog import CATALOG_TRACK_NAME, Catalog, catalog_with_stage, encode_catalog, track_for_stream
+from moq.media.catalog import Track as CatalogTrack
 from moq.media.encode import AsyncMediaStream, AudioSettings, InputSpec, MediaPipeline, VideoSettings
-from moq.media.errors import MediaError, MediaInputError
+from moq.media.errors import CatalogError, MediaError, MediaInputError
 from moq.media.frames import EncodedFrame, StreamInfo, TrackKind
 from moq.media.groups import GroupMapper, wallclock_group_start
 from moq.model import CachedObject, Track
@@ -102,6 +108,8 @@ class Broadcast:
             self.mappers[kind] = GroupMapper(kind)
             self.counters[kind] = TrackCounters()
         self.catalog_groups = 0
+        #: Stage participants' entries (`cli.media_stage`), listed after our own tracks.
+        self.stage: tuple[CatalogTrack, ...] = ()
         self._next_catalog_group = wallclock_group_start()
         self._open: dict[TrackKind, int] = {}  # the group each media track is filling
         self._subscribed: set[bytes] = set()
@@ -113,14 +121,28 @@ class Broadcast:
         return [self.catalog_track, *self.tracks.values()]
 
     def catalog(self) -> Catalog:
-        """The MSF catalog describing every media track (track names relative to our namespace)."""
-        return make_catalog(track_for_stream(TRACK_NAMES[kind], info) for kind, info in self.infos.items())
+        """The MSF catalog describing every media track (ours without a namespace: they are in the catalog's), then
+        the stage's, each with its participant's namespace."""
+        own = (track_for_stream(TRACK_NAMES[kind], info) for kind, info in self.infos.items())
+        return catalog_with_stage(own, self.stage, namespace=self.namespace)
+
+    def set_stage(self, entries: tuple[CatalogTrack, ...]) -> None:
+        """List these stage entries from now on: a new catalog group when they changed (entries that would make
+        the catalog invalid are refused, and the catalog stays as it was)."""
+        if entries == self.stage:
+            return
+        previous, self.stage = self.stage, entries
+        try:
+            self.publish_catalog()
+        except CatalogError as exc:
+            self.stage = previous
+            logger.warning("stage entries not listed: %s", exc)
 
     def publish_catalog(self) -> None:
         """Start a new catalog group whose object 0 is the full catalog."""
+        payload = encode_catalog(self.catalog())  # first: a catalog that cannot be made takes no group id
         group = self._next_catalog_group
         self._next_catalog_group += 1
-        payload = encode_catalog(self.catalog())
         self.catalog_track.append(CachedObject(group, 0, 0, payload, CATALOG_PRIORITY, ObjectStatus.NORMAL))
         self.catalog_track.end_subgroup(group, 0)
         self.catalog_groups += 1
@@ -284,11 +306,27 @@ async def _publish(
         raise CliError(f"the relay refused to let us publish {cfg.name}: {exc.reason or exc}") from None
     except ConnectionError as exc:
         raise CliError(f"lost the relay at {cfg.url}: {exc}") from None
+    stage: StageHost | None = None
+    if cfg.stage:
+        roster = StageRoster(cfg.stage_max, allow=cfg.stage_allow)
+        stage = StageHost(session, ns, roster, broadcast.set_stage)
+        session.on_request = stage.requests(broadcast.on_request)
+        try:
+            await stage.start()
+        except RequestRejected as exc:
+            refused = f"the relay refused our SUBSCRIBE_NAMESPACE for {stage.prefix_text}: {exc.reason or exc}"
+            raise CliError(refused) from None
+        except ConnectionError as exc:
+            raise CliError(f"lost the relay at {cfg.url}: {exc}") from None
     status(f"publishing {cfg.name} at {cfg.url}: {describe(broadcast.infos)}")
+    if stage is not None:
+        who = f"up to {cfg.stage_max}" + (f" of {', '.join(sorted(cfg.stage_allow))}" if cfg.stage_allow else "")
+        status(f"stage: viewers publishing under {stage.prefix_text}/<name> come on stage ({who})")
     started = time.monotonic()
     ended_by = "input"
     background: list[asyncio.Task[None]] = []
     failure: BaseException | None = None
+    staging = asyncio.create_task(stage.run()) if stage is not None else None
     try:
         if cfg.wait_subscriber:
             names = ", ".join(TRACK_NAMES[kind] for kind in broadcast.tracks)
@@ -324,6 +362,7 @@ async def _publish(
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        await cancel_quietly(staging)
     seconds = time.monotonic() - started
     broadcast.finish()
     if ended_by != "relay":
@@ -339,6 +378,8 @@ async def _publish(
             CATALOG_TRACK_NAME: {"groups": broadcast.catalog_groups, "objects": broadcast.catalog_groups},
         },
     }
+    if stage is not None:
+        figures["stage"] = stage.figures()
     if cfg.stats_json:
         write_json(cfg.stats_json, figures)
     summary = ", ".join(

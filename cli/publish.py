@@ -13,6 +13,7 @@ import msgspec
 
 from cli.main import main, setup_logging
 from cli.media_options import BITRATE, RESOLUTION, quiet_transport_logs, report_options, tls_options
+from cli.media_stage import MAX_STAGE_PARTICIPANTS, parse_stage_allow
 
 
 class PublishConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,6 +41,20 @@ class PublishConfig(msgspec.Struct, frozen=True, kw_only=True):
     stats_json: str | None = None
     stats_interval: float = 1.0
     quiet: bool = False
+    #: Bring viewers publishing under NAME/stage/<name> on stage (`cli.media_stage`).
+    stage: bool = False
+    stage_max: int = MAX_STAGE_PARTICIPANTS
+    #: Only these names come on stage (None: anyone).
+    stage_allow: frozenset[str] | None = None
+
+
+def _stage_allow(ctx: click.Context, param: click.Parameter, value: str | None) -> frozenset[str] | None:
+    if value is None:
+        return None
+    try:
+        return parse_stage_allow(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @main.command()
@@ -96,6 +111,23 @@ class PublishConfig(msgspec.Struct, frozen=True, kw_only=True):
 @click.option(
     "--stats-json", metavar="FILE", help="Write the final figures (frames, objects, groups per track) as JSON."
 )
+@click.option(
+    "--stage",
+    is_flag=True,
+    help="Bring viewers on stage: whoever publishes under NAMESPACE/stage/<name> (the watch page's 'Join the "
+    "stage') gets their video and audio listed in our catalog, with their namespace, for every viewer to play.",
+)
+@click.option(
+    "--stage-max",
+    type=click.IntRange(1, MAX_STAGE_PARTICIPANTS),
+    help=f"Participants on stage at once (default {MAX_STAGE_PARTICIPANTS}); later ones wait in line. Implies --stage.",
+)
+@click.option(
+    "--stage-allow",
+    metavar="NAMES",
+    callback=_stage_allow,
+    help="Only these names (comma-separated: alice,bob) come on stage. Implies --stage.",
+)
 @report_options
 def publish(
     url: str,
@@ -117,6 +149,9 @@ def publish(
     wait_subscriber: bool,
     catalog_interval: float,
     stats_json: str | None,
+    stage: bool,
+    stage_max: int | None,
+    stage_allow: frozenset[str] | None,
     stats_interval: float,
     quiet: bool,
     log_level: str,
@@ -125,7 +160,8 @@ def publish(
 
     Tracks in the namespace: "video" (H.264, one group per GOP, one object per frame, LOC), "audio" (Opus, or AAC
     with --copy; one frame per group) and "catalog" (MSF; object 0 of each group is the full catalog, a new group
-    every --catalog-interval seconds and whenever a track changes).
+    every --catalog-interval seconds and whenever a track changes). With --stage, the catalog also lists the video
+    and audio of the viewers brought on stage, each entry with the viewer's namespace (NAMESPACE/stage/<name>).
     """
     from cli.media_glue import CliError
     from cli.media_publish import run_publish
@@ -156,6 +192,9 @@ def publish(
         stats_json=stats_json,
         stats_interval=stats_interval,
         quiet=quiet,
+        stage=stage or stage_allow is not None or stage_max is not None,
+        stage_max=stage_max or MAX_STAGE_PARTICIPANTS,
+        stage_allow=stage_allow,
     )
     try:
         asyncio.run(run_publish(config))

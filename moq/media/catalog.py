@@ -17,7 +17,11 @@ Ambiguities and how they are resolved:
   says "draft-01". We write "draft-01" and accept both on input (`SUPPORTED_VERSIONS`).
 - An "update" operation "MUST include a Parent Name", but the draft's own example names its target with `name`.
   `apply_delta` takes `parentName` when present, else `name`.
-- `namespace` is a JSON string, whereas MOQT namespaces are tuples; we carry the string as is.
+- `namespace` is a JSON string, whereas MOQT namespaces are tuples of byte fields. The draft's examples write the
+  fields with '/' between them ("conference.example.com/conference123/alice"); we write each field percent-encoded
+  (every byte but RFC 3986's unreserved ones, '/' included) with '/' between them, which reads the same for plain
+  names and keeps any field recoverable (`namespace_text`, `parse_namespace_text`). It is the form of the relay's
+  /watch/NAME paths, which the browser decodes with the same rule.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
+from urllib.parse import quote, unquote_to_bytes
 
 import msgspec
 
 from moq.media.errors import CatalogError
 from moq.media.frames import StreamInfo
+from moq.wire.primitives import MAX_FULL_TRACK_NAME_BYTES, MAX_NAMESPACE_FIELDS, TrackNamespace
 
 #: The catalog track's name (MSF §"Catalog").
 CATALOG_TRACK_NAME = "catalog"
@@ -427,3 +433,101 @@ def delta_update(operations: Sequence[DeltaOperation], *, generated_at: int | No
         raise CatalogError("a delta update needs at least one operation")
     stamp = generated_at if generated_at is not None else time.time_ns() // 1_000_000
     return CatalogDelta(generated_at=stamp, delta_update=tuple(operations))
+
+
+# -- Namespaces in the catalog, and the tracks of a stage --------------------------------------------------------
+
+#: The longest `namespace` string we parse: every byte of the largest namespace MOQT allows percent-encoded (3
+#: characters each), plus the separators.
+MAX_NAMESPACE_TEXT = 3 * MAX_FULL_TRACK_NAME_BYTES + MAX_NAMESPACE_FIELDS
+
+
+def namespace_text(ns: TrackNamespace) -> str:
+    """A track entry's `namespace` string for a MOQT namespace: each field percent-encoded, '/' between them
+    (see the module notes): (b"live", b"demo", b"stage", b"bob") -> "live/demo/stage/bob"."""
+    if not ns or any(not f for f in ns) or len(ns) > MAX_NAMESPACE_FIELDS:
+        raise CatalogError(f"not a namespace: {ns!r} (1 to {MAX_NAMESPACE_FIELDS} non-empty fields)")
+    return "/".join(quote(f, safe="") for f in ns)
+
+
+def parse_namespace_text(text: str) -> TrackNamespace:
+    """The MOQT namespace a track entry's `namespace` string names (the inverse of `namespace_text`). A string the
+    draft's way ("example.com/live/alice") reads as its '/'-separated fields. Raises `CatalogError` for an empty
+    field, too many fields or too many bytes."""
+    if len(text) > MAX_NAMESPACE_TEXT:
+        raise CatalogError(f"namespace {text[:40]!r}...: over {MAX_NAMESPACE_TEXT} characters")
+    fields = tuple(unquote_to_bytes(part) for part in text.split("/"))
+    if any(not f for f in fields):
+        raise CatalogError(f"namespace {text!r}: a field is empty")
+    if len(fields) > MAX_NAMESPACE_FIELDS:
+        raise CatalogError(f"namespace {text!r}: over {MAX_NAMESPACE_FIELDS} fields")
+    if sum(len(f) for f in fields) > MAX_FULL_TRACK_NAME_BYTES:
+        raise CatalogError(f"namespace {text!r}: over {MAX_FULL_TRACK_NAME_BYTES} bytes")
+    return fields
+
+
+def track_namespace(track: Track, catalog_namespace: TrackNamespace) -> TrackNamespace:
+    """The namespace a track entry lives in: its own `namespace`, else the catalog track's (§"Track namespace":
+    "each track MUST inherit the namespace of the catalog track")."""
+    return catalog_namespace if track.namespace is None else parse_namespace_text(track.namespace)
+
+
+def media_role(track: Track) -> Literal["video", "audio"] | None:
+    """ "video" or "audio" for a LOC media track (its `role`, else its codec), None for anything else."""
+    if track.packaging != "loc":
+        return None
+    if track.role in ("video", "audio"):
+        return "video" if track.role == "video" else "audio"
+    if track.role is not None:
+        return None
+    codec = track.codec or ""
+    if codec.startswith(("avc1", "avc3", "hev1", "hvc1", "vp08", "vp8", "vp09", "av01")):
+        return "video"
+    if codec.startswith(("opus", "mp4a", "flac", "vorbis")):
+        return "audio"
+    return None
+
+
+def stage_tracks(catalog: Catalog, namespace: TrackNamespace, *, label: str | None = None) -> tuple[Track, ...]:
+    """The entries a host's catalog lists for a stage participant whose own catalog (in `namespace`) is `catalog`:
+    its first LOC video track and its first LOC audio track, each with `namespace` set to the participant's (so a
+    player subscribes to them there, not in the host's namespace) and, when given, `label` (the participant's name).
+
+    Only tracks in the participant's own namespace are taken: a participant's catalog may point at tracks
+    elsewhere, and a host must not be made to list someone else's tracks. At most one video and one audio track
+    (with different names), so the host's catalog grows by at most two entries per participant."""
+    text = namespace_text(namespace)
+    chosen: dict[str, Track] = {}
+    for track in catalog.tracks:
+        role = media_role(track)
+        if role is None or role in chosen or any(t.name == track.name for t in chosen.values()):
+            continue  # one of each, and names unique in the namespace (MSF §"Track name")
+        try:
+            if track_namespace(track, namespace) != namespace:
+                continue
+        except CatalogError:
+            continue
+        changes: dict[str, Any] = {"namespace": text}
+        if label is not None:
+            changes["label"] = label
+        chosen[role] = msgspec.structs.replace(track, **changes)
+    return tuple(chosen[role] for role in ("video", "audio") if role in chosen)
+
+
+def catalog_with_stage(
+    own: Iterable[Track], stage: Iterable[Track], *, namespace: TrackNamespace, generated_at: int | None = None
+) -> Catalog:
+    """The host's catalog: its own tracks (in its namespace, `namespace`), then the stage's entries, which must each
+    live in another namespace and be unique there (`CatalogError` otherwise: a bug in whoever built them)."""
+    own = tuple(own)
+    stage = tuple(stage)
+    seen: set[tuple[TrackNamespace, str]] = set()
+    for track in (*own, *stage):
+        key = (track_namespace(track, namespace), track.name)
+        if key in seen:
+            raise CatalogError(f"track {track.name!r} twice in namespace {namespace_text(key[0])!r}")
+        seen.add(key)
+    for track in stage:
+        if track_namespace(track, namespace) == namespace:
+            raise CatalogError(f"stage track {track.name!r} has no namespace of its own")
+    return make_catalog((*own, *stage), generated_at=generated_at)

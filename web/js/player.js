@@ -2,8 +2,15 @@
 //
 // What it reads (DIGEST §18; moq/media):
 // - the track `catalog` of the broadcast: object 0 of each group is a whole MSF catalog (JSON), later objects
-//   of the group are delta updates. It picks the first LOC video track and the first LOC audio track it can
-//   decode and subscribes to them; a new subscriber starts at the latest group.
+//   of the group are delta updates; a group older than the one applied is ignored (groups travel on streams of
+//   their own, and may overtake one another). Of the tracks in the broadcast's own namespace (no `namespace`
+//   field, or the broadcast's) it picks the first LOC video track and the first LOC audio track it can decode and
+//   subscribes to them; a new subscriber starts at the latest group. Tracks the catalog lists in other namespaces
+//   (a stage: viewers the broadcaster brought on) are not played here: `onCatalog` hands each catalog to the page,
+//   which plays them in tiles of their own (stage.js) with players that read no catalog but are given their
+//   tracks (`playListed`, `listTracks`).
+// - A track's `namespace` is a string: the fields percent-encoded, '/' between them, as in /watch/NAME paths
+//   (`namespaceFromText`; moq/media/catalog.py's `namespace_text` writes it).
 // - LOC objects (draft-ietf-moq-loc-04): the payload is one WebCodecs chunk; TIMESTAMP (0x10) is the capture
 //   time, microseconds since the Unix epoch unless TIMESCALE (0x08) says otherwise; VIDEO_CONFIG (0x0D) on a
 //   group's first object is the decoder description (avcC for "avc1"); VIDEO_FRAME_MARKING (0x09) marks
@@ -32,6 +39,7 @@
 // Counters go to `stats` (the page exposes it as window.moqStats).
 
 import * as moqt from './moqt.js';
+import { decodeField, encodeField } from './names.js';
 import { RequestError, Session } from './session.js';
 
 /** LOC property types (draft-ietf-moq-loc-04 §6). */
@@ -63,7 +71,8 @@ export const DEFAULTS = Object.freeze({
   /** Test hook: after this many decoded video frames, stall every decode loop for `stallMs` (once). */
   stallAfterFrames: null,
   stallMs: 0,
-  /** Keep the capture time of every decoded video frame in stats.trace (bounded by MAX_TRACE). */
+  /** Keep the capture time of every decoded video frame in stats.trace (bounded by MAX_TRACE), and the latency
+   * (ms) of every video frame shown (trace.videoLatencyMs) and audio frame scheduled (trace.audioLatencyMs). */
   trace: false,
   /** SUBSCRIBER_PRIORITY of the media subscriptions (lower is more urgent; the catalog's is 0). */
   videoPriority: 128,
@@ -377,6 +386,39 @@ function sameBytes(a, b) {
 
 // -- Catalog (MSF §"Catalog", §"Delta updates") ------------------------------------------------------------------
 
+/** Namespace fields a catalog's `namespace` string may have (MOQT's limit, §2.4.1). */
+const MAX_NAMESPACE_FIELDS = 32;
+/** The longest `namespace` string read: every byte of a 4096-byte namespace percent-encoded, and separators. */
+const MAX_NAMESPACE_TEXT = 3 * 4096 + MAX_NAMESPACE_FIELDS;
+
+/**
+ * The namespace (fields as Uint8Array) a catalog track's `namespace` string names: fields percent-encoded, '/'
+ * between them ("live/demo/stage/bob"); null for what is no namespace (empty, an empty field, too long).
+ */
+export function namespaceFromText(text) {
+  if (typeof text !== 'string' || text.length === 0 || text.length > MAX_NAMESPACE_TEXT) return null;
+  const parts = text.split('/');
+  if (parts.length > MAX_NAMESPACE_FIELDS || parts.some((p) => p.length === 0)) return null;
+  return parts.map(decodeField);
+}
+
+/** A namespace's `namespace` string (the canonical form: what namespaceFromText reads back). */
+export function namespaceText(namespace) {
+  return namespace.map(encodeField).join('/');
+}
+
+/** Whether two namespaces (fields as strings or bytes) are the same, field by field. */
+export function sameNamespace(a, b) {
+  return a.length === b.length && namespaceText(a) === namespaceText(b);
+}
+
+/** Whether a catalog track lives in `namespace`: no `namespace` field (it inherits the catalog's), or the same. */
+export function inNamespace(track, namespace) {
+  if (track.namespace === undefined || track.namespace === null) return true;
+  const ns = namespaceFromText(track.namespace);
+  return ns !== null && sameNamespace(ns, namespace);
+}
+
 function trackKey(track) {
   return `${track.namespace ?? ''}\u0000${track.name}`;
 }
@@ -411,7 +453,7 @@ export function applyDelta(catalog, delta) {
   return { ...catalog, generatedAt: delta.generatedAt ?? catalog.generatedAt, tracks: [...tracks.values()] };
 }
 
-function roleOf(track) {
+export function roleOf(track) {
   if (track.role) return track.role;
   const codec = track.codec ?? '';
   if (/^(avc|hvc|hev|vp0|vp8|vp9|av01)/.test(codec)) return 'video';
@@ -467,8 +509,10 @@ export function createStats(trace = false) {
     audioState: null,
     stalled: false,
     catalogTracks: [],
+    /** Whole catalogs applied (a new catalog group each). */
+    catalogVersions: 0,
     lastError: null,
-    trace: trace ? { video: [], skips: [] } : null,
+    trace: trace ? { video: [], skips: [], videoLatencyMs: [], audioLatencyMs: [] } : null,
   };
 }
 
@@ -497,7 +541,7 @@ class MediaTrack {
   }
 
   async start(session, namespace) {
-    const ns = this.track.namespace ? this.track.namespace.split('/') : namespace;
+    const ns = (this.track.namespace && namespaceFromText(this.track.namespace)) || namespace;
     const priorityKey = `${this.kind}Priority`;
     const priority = this.player.options[priorityKey];
     this.player.clock.forget(this.kind);
@@ -510,6 +554,10 @@ class MediaTrack {
       },
       onDone: ({ reason }) => this.player.trackEnded(this, reason),
     });
+    if (this.closed) {
+      this.sub.cancel(); // closed while SUBSCRIBE was on its way (the tile went, the player stopped)
+      return;
+    }
     if (this.kind === 'video') this.player.stats.videoSince = Date.now();
     this.player.stats[priorityKey] = priority;
     // The priority changed while SUBSCRIBE was on its way: tell the publisher now.
@@ -731,7 +779,10 @@ class VideoTrack extends MediaTrack {
     }
     const stats = this.player.stats;
     stats.framesRendered++;
-    stats.latencyMs = Math.round(Date.now() - show.timestamp / 1000);
+    const latency = Date.now() - show.timestamp / 1000;
+    stats.latencyMs = Math.round(latency);
+    const videoTrace = stats.trace?.videoLatencyMs;
+    if (videoTrace && videoTrace.length < MAX_TRACE) videoTrace.push(Math.round(latency * 10) / 10);
     this.renderMeter.add(1, now);
     show.close();
   }
@@ -829,7 +880,10 @@ class AudioTrack extends MediaTrack {
       source.start(when);
       this.#nextTime = when + buffer.duration;
       stats.audioFramesPlayed++;
-      stats.audioLatencyMs = Math.round(Date.now() - data.timestamp / 1000 + (when - ctx.currentTime) * 1000);
+      const audioLatency = Date.now() - data.timestamp / 1000 + (when - ctx.currentTime) * 1000;
+      stats.audioLatencyMs = Math.round(audioLatency);
+      const audioTrace = stats.trace?.audioLatencyMs;
+      if (audioTrace && audioTrace.length < MAX_TRACE) audioTrace.push(Math.round(audioLatency * 10) / 10);
       if (!this.player.video) stats.latencyMs = stats.audioLatencyMs;
     } finally {
       data.close();
@@ -856,13 +910,20 @@ export class Player {
   #ended = null;
   /** Catalog changes are applied one after the other (choosing a track awaits the decoder and the relay). */
   #choosing = Promise.resolve();
+  /** The group of the catalog applied (a group older than it is stale). */
+  #catalogGroup = null;
+  /** Playing tracks given by listTracks() rather than read from a catalog track (playListed). */
+  #listed = false;
 
   /**
    * @param {{namespace: Uint8Array[], canvas?: HTMLCanvasElement, options?: object, stats?: object,
-   *   audioContext?: AudioContext | null}} init  audioContext: one to share (a page with many players)
+   *   audioContext?: AudioContext | null, onCatalog?: (catalog: object | null) => void}} init
+   *   audioContext: one to share (a page with many players); onCatalog: called with every catalog applied (after
+   *   a whole catalog or a delta), and with null when the broadcast ends
    */
-  constructor({ namespace, canvas = null, options = {}, stats = null, audioContext = null }) {
+  constructor({ namespace, canvas = null, options = {}, stats = null, audioContext = null, onCatalog = null }) {
     this.namespace = namespace;
+    this.onCatalog = onCatalog;
     this.#audioContext = audioContext;
     this.canvas = canvas;
     this.options = { ...DEFAULTS, ...options };
@@ -926,6 +987,36 @@ export class Player {
     this.#closeTracks();
   }
 
+  /**
+   * Play tracks someone else has read from a catalog (a stage participant the host's catalog lists: its tracks
+   * carry its namespace), on a shared session, until stop() or the end of the session. The tracks come with
+   * listTracks(), now and whenever the listing changes; a track whose subscription ends is dropped until the
+   * next listing.
+   * @param {Session} session
+   */
+  async playListed(session) {
+    this.#ownsSession = false;
+    this.#listed = true;
+    this.session = session;
+    this.stats.sessions++;
+    this.stats.draft = session.version;
+    this.stats.state = 'waiting for tracks';
+    const ended = new Promise((resolve) => (this.#ended = resolve));
+    await Promise.race([ended, session.closed]);
+    this.#closeTracks();
+    this.stats.state = 'stopped';
+  }
+
+  /** The tracks to play (catalog track objects), for a player started with playListed(). */
+  listTracks(tracks) {
+    this.catalog = { version: 'listed', tracks: [...tracks] };
+    this.stats.catalogTracks = tracks.map((t) => t.name);
+    const session = this.session;
+    if (session && !this.#stopped) {
+      this.#choosing = this.#choosing.then(() => this.#choose(session)).catch((err) => this.fail(err));
+    }
+  }
+
   stop() {
     this.#stopped = true;
     clearInterval(this.ticker);
@@ -959,6 +1050,15 @@ export class Player {
   /** A track's subscription ended (PUBLISH_DONE or its stream closed). */
   trackEnded(track, reason) {
     console.info(`${track.kind} track ended: ${reason}`);
+    if (this.#listed) {
+      // One participant's track: drop it (its tile stays until the host's catalog drops the participant).
+      track.close();
+      if (this[track.kind] === track) {
+        this[track.kind] = null;
+        this.stats[`${track.kind}Track`] = null;
+      }
+      return;
+    }
     this.#ended?.();
   }
 
@@ -998,6 +1098,8 @@ export class Player {
       catalogSub.cancel();
       this.#closeTracks();
       this.catalog = null;
+      this.#catalogGroup = null;
+      this.#notifyCatalog();
       if (!session.closeInfo && !this.#stopped) {
         this.stats.state = 'broadcast ended';
         await Promise.race([sleep(RETRY_MS[0]), session.closed]);
@@ -1016,23 +1118,42 @@ export class Player {
       return;
     }
     if (parsed.deltaUpdate) {
-      if (!this.catalog) return; // a delta with no catalog to apply it to: wait for the next whole one
+      // A delta of the group whose catalog we have (MSF: deltas follow object 0 in its group); else wait for the
+      // next whole one.
+      if (!this.catalog || obj.groupId !== this.#catalogGroup) return;
       this.catalog = applyDelta(this.catalog, parsed);
     } else {
       if (!Array.isArray(parsed.tracks)) {
         this.fail(new Error('catalog has no tracks'));
         return;
       }
+      if (this.#catalogGroup !== null && obj.groupId < this.#catalogGroup) return; // overtaken by a newer one
       this.catalog = parsed;
+      this.#catalogGroup = obj.groupId;
+      this.stats.catalogVersions++;
     }
     this.stats.catalogTracks = this.catalog.tracks.map((t) => t.name);
+    this.#notifyCatalog();
     this.#choosing = this.#choosing.then(() => this.#choose(session)).catch((err) => this.fail(err));
   }
 
-  /** Subscribe to the first LOC video and audio tracks of the catalog we can decode; drop ones removed. */
+  #notifyCatalog() {
+    try {
+      this.onCatalog?.(this.catalog);
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  /**
+   * Subscribe to the first LOC video and audio tracks of the catalog, in our namespace, that we can decode; drop
+   * the ones no longer listed.
+   */
   async #choose(session) {
-    if (!this.catalog || session.closeInfo) return;
-    const tracks = this.catalog.tracks.filter((t) => (t.packaging ?? 'loc') === 'loc');
+    if (!this.catalog || session.closeInfo || this.#stopped) return;
+    const tracks = this.catalog.tracks.filter(
+      (t) => (t.packaging ?? 'loc') === 'loc' && inNamespace(t, this.namespace),
+    );
     for (const kind of ['video', 'audio']) {
       const current = this[kind];
       if (current && !tracks.some((t) => t.name === current.track.name)) {
@@ -1044,6 +1165,7 @@ export class Player {
       const candidates = tracks.filter((t) => roleOf(t) === kind);
       for (const track of candidates) {
         if (!(await this.#supported(kind, track))) continue;
+        if (this.#stopped || session.closeInfo) return;
         const media = kind === 'video' ? new VideoTrack(this, track) : new AudioTrack(this, track);
         this[kind] = media;
         this.stats[`${kind}Track`] = track.name;
