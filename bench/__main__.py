@@ -23,13 +23,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from bench import cache, ceiling, media, profile
+from bench import cache, call, ceiling, media, profile
 from bench.common import Json, Table, machine, per_core_mbit_s
 from bench.fanout import SUMMARY_COLUMNS, RunEnv, retried, run_fanout, run_loadgen, summary_row
 from bench.relays import aiomoqt_bin
 from bench.settings import FULL, QUICK, TINY, Settings
 
-PARTS = ("ceiling", "fanout", "aiomoqt", "loadgen", "slow", "media", "cache", "profile")
+PARTS = ("ceiling", "fanout", "aiomoqt", "loadgen", "slow", "media", "call", "cache", "profile")
 #: A run counts as saturated when it delivers less than this share of what was offered.
 SATURATED = 0.95
 
@@ -237,6 +237,9 @@ class Bench:
     async def media(self) -> tuple[Json, Table]:
         return await media.run(self.env)
 
+    async def call(self) -> tuple[Json, list[Table]]:
+        return await call.run(self.env)
+
     async def cache(self) -> tuple[Json, Table]:
         return await cache.run(self.env, 2.0 if self.settings.mode == "tiny" else 4.0)
 
@@ -355,6 +358,8 @@ async def main_async(args: argparse.Namespace) -> int:
         parts.remove("loadgen")
     if not settings.aiomoqt_counts and "aiomoqt" in parts and not args.only:
         parts.remove("aiomoqt")
+    if settings.mode == "tiny" and "call" in parts and not args.only:
+        parts.remove("call")  # browsers take seconds to start; the part has its own smoke test (--only call)
     unknown = set(parts) - set(PARTS)
     if unknown:
         print(f"unknown parts: {', '.join(sorted(unknown))}; parts: {', '.join(PARTS)}", file=sys.stderr)
@@ -388,6 +393,7 @@ async def main_async(args: argparse.Namespace) -> int:
         "loadgen": bench.loadgen,
         "slow": bench.slow,
         "media": bench.media,
+        "call": bench.call,
         "cache": bench.cache,
         "profile": bench.profile,
     }

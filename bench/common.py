@@ -91,6 +91,68 @@ class CpuWindow:
         return self.share
 
 
+def parents() -> dict[int, int]:
+    """Every process's parent (pid -> ppid), from /proc."""
+    found: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # gone meanwhile
+        found[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    return found
+
+
+def children_of(pid: int) -> set[int]:
+    """The processes whose parent is `pid` right now."""
+    return {child for child, parent in parents().items() if parent == pid}
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every process below it (its children, theirs, ...): a browser is many processes."""
+    below: dict[int, list[int]] = {}
+    for child, parent in parents().items():
+        below.setdefault(parent, []).append(child)
+    found: list[int] = []
+    todo = [root] if Path(f"/proc/{root}").exists() else []
+    for _ in range(100_000):  # bounded: a process tree is far smaller
+        if not todo:
+            break
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(below.get(pid, []))
+    return found
+
+
+@dataclass
+class TreeCpuWindow:
+    """CPU used by process trees (each root and everything below it) between `start()` and `stop()`, as a share
+    of one core. A process that starts inside the window counts whole; one that ends inside it is not counted
+    (its figures are gone from /proc), so this is a lower bound when processes come and go."""
+
+    roots: list[int]
+    _cpu0: dict[int, float] = field(default_factory=dict)
+    _t0: float = 0.0
+    share: float = 0.0
+    seconds: float = 0.0
+
+    def _pids(self) -> list[int]:
+        return [pid for root in self.roots for pid in process_tree(root)]
+
+    def start(self) -> None:
+        self._cpu0 = {pid: cpu_seconds(pid) for pid in self._pids()}
+        self._t0 = time.monotonic()
+
+    def stop(self) -> float:
+        self.seconds = time.monotonic() - self._t0
+        used = sum(max(0.0, cpu_seconds(pid) - self._cpu0.get(pid, 0.0)) for pid in self._pids())
+        self.share = used / self.seconds if self.seconds > 0 else 0.0
+        return self.share
+
+
 @dataclass
 class MemorySampler:
     """Samples a process's RSS every `interval` seconds, for the peak in a window (VmHWM covers the whole life)."""

@@ -42,6 +42,11 @@ class Settings:
     # Part 5, media.
     media_seconds: float = 10.0
     media_streams: tuple[int, ...] = (1, 2)
+    # Part 6, a call: K headless Chromium call pages in one room.
+    call_pages: tuple[int, ...] = (2, 3)
+    #: Seconds measured, after every page decodes every other participant and `call_warmup` more seconds.
+    call_seconds: float = 20.0
+    call_warmup: float = 2.0
     # The relay profile.
     profile_subscribers: int = 100
     profile_seconds: float = 10.0
@@ -63,6 +68,8 @@ QUICK = replace(
     slow_duration=6.0,
     media_seconds=5.0,
     media_streams=(1,),
+    call_seconds=6.0,
+    call_warmup=1.0,
     profile_subscribers=0,
 )
 
@@ -83,4 +90,7 @@ TINY = replace(
     slow_others=1,
     slow_duration=1.0,
     media_seconds=1.0,
+    call_pages=(2,),
+    call_seconds=2.0,
+    call_warmup=0.5,
 )
