@@ -9,8 +9,8 @@
 //   group, subgroup 0 (§11.3: the LOC/MSF mapping, one group per GOP, each group on a stream of its own), objects
 //   written in order, FIN when the group is complete (END_OF_GROUP flag). A stream's sendOrder ranks it by
 //   subscriber priority, then publisher priority, then group (oldest first), as §5.1 orders objects; WebTransport
-//   sends queued bytes of higher sendOrder first. REQUEST_UPDATE changes the priority or forward state; the end
-//   of the track sends PUBLISH_DONE once every data stream is closed (§9.12).
+//   sends queued bytes of higher sendOrder first. REQUEST_UPDATE changes the priority (open streams re-ranked
+//   too) or forward state; the end of the track sends PUBLISH_DONE once every data stream is closed (§9.12).
 // - A subscriber that falls behind (more than MAX_QUEUED_BYTES waiting in its streams) loses its oldest groups:
 //   their streams are reset with TOO_FAR_BEHIND and never reopened (DESIGN.md decision 4). A STOP_SENDING on a
 //   stream (the subscriber skipped that group) ends that group only.
@@ -203,14 +203,19 @@ class OutStream {
   /** True once the stream is over: FIN taken, reset, or failed. */
   settled = false;
   #writer = null;
+  #stream = null;
+  #sendOrder;
   #pending = [];
   #resolveDone;
 
   constructor(transport, sendOrder, onFail) {
     this.onFail = onFail;
+    this.#sendOrder = sendOrder;
     this.done = new Promise((resolve) => (this.#resolveDone = resolve)).then(() => (this.settled = true));
     transport.createUnidirectionalStream({ sendOrder }).then(
       (stream) => {
+        this.#stream = stream;
+        if (this.#sendOrder !== sendOrder) stream.sendOrder = this.#sendOrder; // changed while it opened
         this.#writer = stream.getWriter();
         if (this.failed) {
           this.#writer.abort(this.failed).catch(() => {});
@@ -222,6 +227,12 @@ class OutStream {
       },
       (err) => this.#fail(err),
     );
+  }
+
+  /** Re-rank the stream (a REQUEST_UPDATE changed the subscriber priority): its queued bytes go by the new order. */
+  setSendOrder(sendOrder) {
+    this.#sendOrder = sendOrder;
+    if (this.#stream) this.#stream.sendOrder = sendOrder;
   }
 
   write(bytes) {
@@ -317,9 +328,14 @@ export class ServedSubscription {
     this.track.listen(this);
   }
 
-  /** A REQUEST_UPDATE from the subscriber (§9.10): new priority (for streams opened from now on), forward. */
+  /** A REQUEST_UPDATE from the subscriber (§9.10): a new priority (for the open streams too), forward. */
   update(parameters) {
-    if (parameters.subscriberPriority !== undefined) this.priority = parameters.subscriberPriority;
+    if (parameters.subscriberPriority !== undefined && parameters.subscriberPriority !== this.priority) {
+      this.priority = parameters.subscriberPriority;
+      for (const [group, open] of this.#streams) {
+        open.stream.setSendOrder(sendOrderFor(this.priority, this.track.publisherPriority, group - this.#firstGroup));
+      }
+    }
     if (parameters.forward !== undefined && parameters.forward !== this.forward) {
       this.forward = parameters.forward;
       if (!this.forward) {

@@ -30,19 +30,20 @@ class FakeTransport {
   createUnidirectionalStream({ sendOrder } = {}) {
     const record = { sendOrder, chunks: [], closed: false, aborted: false };
     this.streams.push(record);
-    return Promise.resolve(
-      new WritableStream({
-        write(chunk) {
-          record.chunks.push(chunk);
-        },
-        close() {
-          record.closed = true;
-        },
-        abort() {
-          record.aborted = true;
-        },
-      }),
-    );
+    const stream = new WritableStream({
+      write(chunk) {
+        record.chunks.push(chunk);
+      },
+      close() {
+        record.closed = true;
+      },
+      abort() {
+        record.aborted = true;
+      },
+    });
+    // WebTransportSendStream.sendOrder can be changed while the stream is open.
+    Object.defineProperty(stream, 'sendOrder', { get: () => record.sendOrder, set: (v) => (record.sendOrder = v) });
+    return Promise.resolve(stream);
   }
 }
 
@@ -170,16 +171,20 @@ test('send order: subscriber priority, then publisher priority, then the older g
   assert.ok(Number.isSafeInteger(sendOrderFor(0, 0, 0)));
 });
 
-test('REQUEST_UPDATE changes the priority of the streams opened next and is answered with REQUEST_OK', async () => {
+test('REQUEST_UPDATE changes the priority of open streams and of those opened next, answered with REQUEST_OK', async () => {
   const track = new LocalTrack(['team', 'bob'], 'video');
   const { sub, transport, request } = serve(track, { subscriberPriority: 160 });
   await sub.start();
   track.append(1, 0, payload(1));
+  await tick();
+  const before = transport.streams[0].sendOrder;
   sub.update({ subscriberPriority: 96 });
+  assert.equal(transport.streams[0].sendOrder, sendOrderFor(96, track.publisherPriority, 0), 'the open stream');
+  assert.ok(transport.streams[0].sendOrder > before);
   track.append(2, 0, payload(2));
   await tick();
   assert.equal(transport.streams.length, 2);
-  assert.ok(transport.streams[1].sendOrder > transport.streams[0].sendOrder);
+  assert.equal(transport.streams[1].sendOrder, sendOrderFor(96, track.publisherPriority, 1), 'the next one');
   assert.deepEqual(request.messages().map((m) => m.type), ['SUBSCRIBE_OK', 'REQUEST_OK']);
 });
 
