@@ -310,7 +310,6 @@ async def _publish(
     if cfg.stage:
         roster = StageRoster(cfg.stage_max, allow=cfg.stage_allow)
         stage = StageHost(session, ns, roster, broadcast.set_stage)
-        session.on_request = stage.requests(broadcast.on_request)
         try:
             await stage.start()
         except RequestRejected as exc:

@@ -19,11 +19,8 @@ Viewers see the stage in the catalog they already follow: a player plays each na
 broadcast's in a tile of its own (web/js/stage.js).
 
 SUBSCRIBEs for a participant's tracks reach the host too: a relay sends a SUBSCRIBE to every session whose
-published namespace is a prefix of the track's (draft-21 §7.3), and NAME prefixes NAME/stage/x. The host has no
-such track, yet answers only once x has gone (`StageHost.requests`, at most `MAX_HELD_REQUESTS` held): our relay
-(relay/relay.py `_open_upstream`, as of this writing) ends its cache of a track as soon as one of those upstream
-SUBSCRIBEs is refused, even after the participant's SUBSCRIBE_OK made it live, so an early DOES_NOT_EXIST from the
-host would end every viewer's subscription to the participant.
+published namespace is a prefix of the track's (draft-22 §7), and NAME prefixes NAME/stage/x. The host has no such
+track and refuses (DOES_NOT_EXIST, the default answer); the relay keeps the track the participant feeds.
 """
 
 from __future__ import annotations
@@ -32,7 +29,7 @@ import asyncio
 import contextlib
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 
 from cli.media_glue import status
 from moq.api import MoqSession, NamespaceWatch, Subscription
@@ -48,10 +45,9 @@ from moq.media.catalog import (
     stage_tracks,
 )
 from moq.media.errors import CatalogError
-from moq.session.events import ObjectReceived, RequestReceived
+from moq.session.events import ObjectReceived
 from moq.wire.codes import ObjectStatus
-from moq.wire.messages import Subscribe
-from moq.wire.primitives import TrackNamespace, namespace_has_prefix
+from moq.wire.primitives import TrackNamespace
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +65,6 @@ MAX_STAGE_NAME_BYTES = 64
 STAGE_CATALOG_WAIT_SECONDS = 10.0
 #: A participant's catalog object larger than this is ignored (a camera and a microphone take well under 1 KiB).
 MAX_STAGE_CATALOG_BYTES = 64 * 1024
-#: SUBSCRIBEs for present participants' tracks the host holds unanswered (see the module notes), at most; past it
-#: the oldest is answered (a relay holds one per track it reads, and asks again only after dropping its copy).
-MAX_HELD_REQUESTS = 64
-
-RequestHandler = Callable[[MoqSession, RequestReceived], Awaitable[None]]
 
 
 class Admission(enum.Enum):
@@ -204,10 +195,6 @@ class StageHost:
         self._followers: dict[str, asyncio.Task[None]] = {}
         self._watch: NamespaceWatch | None = None
         self._listed: tuple[Track, ...] = ()
-        #: Set when the participant's namespace goes (NAMESPACE_DONE), or when we stop: held requests are answered.
-        self._gone: dict[str, asyncio.Event] = {}
-        self._held: list[asyncio.Event] = []
-        self._closed = asyncio.Event()
 
     @property
     def prefix_text(self) -> str:
@@ -227,10 +214,8 @@ class StageHost:
                     continue
                 if added:
                     self._namespaces[name] = namespace
-                    self._gone[name] = asyncio.Event()
                     self._ask(name)
                 elif self._namespaces.pop(name, None) is not None:
-                    self._gone.pop(name, asyncio.Event()).set()
                     self._leave(name, "left")
         finally:
             self.close()
@@ -242,41 +227,6 @@ class StageHost:
         for task in self._followers.values():
             task.cancel()
         self._followers.clear()
-        self._closed.set()
-
-    def requests(self, inner: RequestHandler) -> RequestHandler:
-        """The session's request handler: `inner`, but a SUBSCRIBE for a track of a participant whose namespace is
-        announced waits until that namespace goes (or we stop) before `inner` answers it (see the module notes)."""
-
-        async def handle(session: MoqSession, event: RequestReceived) -> None:
-            msg = event.message
-            if isinstance(msg, Subscribe) and namespace_has_prefix(msg.namespace, self.prefix):
-                name = stage_participant(msg.namespace[: len(self.prefix) + 1], self.prefix)
-                gone = self._gone.get(name) if name is not None else None
-                if gone is not None and not self._closed.is_set():
-                    await self._hold(gone, session)
-            await inner(session, event)
-
-        return handle
-
-    async def _hold(self, gone: asyncio.Event, session: MoqSession) -> None:
-        release = asyncio.Event()
-        self._held.append(release)
-        if len(self._held) > MAX_HELD_REQUESTS:
-            self._held.pop(0).set()
-        waits = [asyncio.ensure_future(e.wait()) for e in (gone, release, self._closed, session.closed)]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
-            if release in self._held:
-                self._held.remove(release)
-
-    @property
-    def held(self) -> int:
-        """SUBSCRIBEs for participants' tracks held unanswered now."""
-        return len(self._held)
 
     def tracks(self) -> tuple[Track, ...]:
         """The entries to list: every participant on stage whose catalog has arrived, in admission order."""

@@ -199,7 +199,10 @@ class Subscription:
         reason = reason or "the publisher went away"
         if self.on_end is not None:
             self.on_end(self, status, reason)
-        elif self.track is not None:
+        elif self.track is not None and self.ok is not None:
+            # Only an established subscription ends the track it fills. A refused one never filled it, and the
+            # track may be shared: a relay subscribes to every publisher of a matching namespace (draft-22 §7) into
+            # one cache, and one of them refusing must not end what another one feeds.
             self.track.end_track(status, reason)
 
     async def next(self) -> ObjectReceived | None:
