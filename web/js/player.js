@@ -880,7 +880,10 @@ class AudioTrack extends MediaTrack {
       source.start(when);
       this.#nextTime = when + buffer.duration;
       stats.audioFramesPlayed++;
-      const audioLatency = Date.now() - data.timestamp / 1000 + (when - ctx.currentTime) * 1000;
+      // Capture to the moment it is heard: `when` mapped back to performance time through the output timestamp
+      // (currentTime runs ahead of what is heard by the context's base and output latency, ~37 ms in Chromium).
+      const heardIn = (when - this.#contextOffset(now)) * 1000 - now;
+      const audioLatency = Date.now() - data.timestamp / 1000 + heardIn;
       stats.audioLatencyMs = Math.round(audioLatency);
       const audioTrace = stats.trace?.audioLatencyMs;
       if (audioTrace && audioTrace.length < MAX_TRACE) audioTrace.push(Math.round(audioLatency * 10) / 10);
