@@ -52,6 +52,16 @@ def setup_logging(level: str) -> None:
 @click.option("--web-port", type=int, help="TCP port of the browser pages (default 8080; HTTPS with --cert).")
 @click.option("--max-datagram-size", type=click.IntRange(1200, 65527), help="QUIC packet size (default 1200).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    help="Relay processes sharing the port, one per core (default 1; at most 64).",
+)
+@click.option(
+    "--announce-upstream/--no-announce-upstream",
+    default=None,
+    help="Forward namespaces published here to the --upstream relay and take its namespaces (an edge).",
+)
 def relay(config_path: str | None, **flags: object) -> None:
     """Run a relay: routes, caches and fans out MoQ tracks (raw QUIC and WebTransport on one UDP port)."""
     from relay.config import load_config

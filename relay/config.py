@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
@@ -13,6 +14,10 @@ from moq.model import MAX_CACHE_BYTES, MAX_CACHE_GROUPS
 MAX_RENDEZVOUS_SECONDS = 30.0
 #: How long sessions get to leave after GOAWAY when the relay shuts down.
 GOAWAY_GRACE_SECONDS = 2.0
+#: Most relay worker processes (`workers`): one per core is the point, and a QUIC relay process wants a core to
+#: itself; beyond this many the kernel's SO_REUSEPORT spreading and each worker's link to the hub cost more than
+#: they bring (each worker is also some 50 MB of memory).
+MAX_WORKERS = 64
 
 
 class RelayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -43,6 +48,11 @@ class RelayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     web_port: int = 8080
     #: The MOQT drafts offered, best first (22, 21, 20, 18).
     versions: list[int] = msgspec.field(default_factory=lambda: [22, 21, 20, 18])
+    #: Relay processes sharing the port (SO_REUSEPORT), joined by a private hub (relay.cluster); 1 = one process.
+    workers: Annotated[int, msgspec.Meta(ge=1, le=MAX_WORKERS)] = 1
+    #: Forward the namespaces published here to the `upstream` relay and take its namespaces (an edge in front of
+    #: an origin; always on for the workers of `workers` >= 2). See relay.relay.
+    announce_upstream: bool = False
 
 
 def load_config(path: str | Path | None, **overrides: object) -> RelayConfig:

@@ -14,6 +14,15 @@ Routing, per draft-22 §7 and §9:
 - PUBLISH is accepted into a track of its own and offered to SUBSCRIBE_TRACKS subscribers.
 - FETCH and TRACK_STATUS are answered from the cache, or forwarded to the publisher.
 - A publisher that leaves ends its tracks: downstream subscriptions get PUBLISH_DONE.
+
+Edges and clusters (`announce_upstream`, on for the workers of `moq relay --workers N`, relay.cluster): a relay
+with an `--upstream` keeps a session to it, forwards to it every namespace published here (PUBLISH_NAMESPACE of its
+own, withdrawn when the last local one goes; a PUBLISHed track's namespace too, so the upstream routes SUBSCRIBEs
+for it here), and SUBSCRIBE_NAMESPACEs it for every namespace, which it treats as announced by the upstream
+session: local SUBSCRIBE_NAMESPACE watchers hear them, local SUBSCRIBEs for them go upstream. What it learned from
+the upstream is never forwarded back, local publishers win over the upstream's, and a request that arrives from the
+upstream is routed to local publishers only: there is no loop to run round. A `cluster_hub` (the hub that joins a
+cluster's workers) tells no session of namespaces only it publishes and routes no request back to its sender.
 """
 
 from __future__ import annotations
@@ -29,13 +38,14 @@ from moq.api import MoqSession, connect
 from moq.api.session import fetch_range
 from moq.errors import RequestRejected
 from moq.model import CachedObject, Track, TrackError
-from moq.session.events import RequestCancelled, RequestReceived
+from moq.session.events import RequestCancelled, RequestReceived, RequestUpdated
 from moq.session.session import SessionError
 from moq.wire.codes import PublishDoneCode, RequestErrorCode, SessionErrorCode
 from moq.wire.messages import (
     Fetch,
     Publish,
     PublishNamespace,
+    Setup,
     Subscribe,
     SubscribeNamespace,
     SubscribeTracks,
@@ -51,6 +61,14 @@ TrackKey = tuple[TrackNamespace, bytes]
 
 #: Namespaces a single SUBSCRIBE_NAMESPACE may be told about at once (draft-22 §14: NAMESPACE_TOO_LARGE).
 MAX_NAMESPACES_PER_WATCH = 1000
+#: Namespaces a relay forwards to its upstream (`announce_upstream`); past this the rest are not forwarded (and a
+#: warning says so): their SUBSCRIBEs from elsewhere then fail, nothing else does.
+MAX_FORWARDED_NAMESPACES = 10_000
+#: Namespaces a relay takes from its upstream's NAMESPACE messages; past this the rest are ignored: local watchers
+#: do not hear of them, and SUBSCRIBEs for them still go upstream (the fallback for any unknown namespace).
+MAX_UPSTREAM_NAMESPACES = 10_000
+#: Pause between attempts to (re)connect the upstream link of an `announce_upstream` relay.
+UPSTREAM_RETRY_SECONDS = 1.0
 
 
 @dataclass(eq=False)
@@ -60,6 +78,8 @@ class Announcement:
     session: MoqSession
     request_id: int
     namespace: TrackNamespace
+    #: Learned from the upstream relay's NAMESPACE (`announce_upstream`), not published to us by a client.
+    upstream: bool = False
 
 
 @dataclass(eq=False)
@@ -83,7 +103,10 @@ class RelayTrack:
     ready: asyncio.Future[None] | None = None  # resolved when the first upstream subscription is established
     subscribers: set[tuple[MoqSession, int]] = field(default_factory=set)
     published: bool = False  # came from a PUBLISH (not a SUBSCRIBE of ours)
-    paused: bool = False  # a PUBLISH with FORWARD=0 that no subscriber has asked us to unpause yet
+    #: Its upstream is not forwarding: a PUBLISH with FORWARD=0 nobody has asked for yet, or every downstream
+    #: subscriber has FORWARD=0 and we passed that on (REQUEST_UPDATE FORWARD=0).
+    paused: bool = False
+    via_upstream: bool = False  # fed (or being subscribed) through our upstream relay, not by a local publisher
 
     @property
     def name(self) -> str:
@@ -95,20 +118,36 @@ class RelayTrack:
 
 
 class Relay:
-    """The relay's state, shared by every session (see the module docstring)."""
+    """The relay's state, shared by every session (see the module docstring).
 
-    def __init__(self, config: RelayConfig | None = None) -> None:
+    `cluster_hub`: this relay joins a cluster's workers (relay.cluster): it tells no session of namespaces only
+    that session publishes, and routes no request back to the session it came from. `implementation`: the
+    MOQT_IMPLEMENTATION its sessions announce in SETUP (a worker says which one it is)."""
+
+    def __init__(
+        self, config: RelayConfig | None = None, *, cluster_hub: bool = False, implementation: str | None = None
+    ) -> None:
         self.config = config or RelayConfig()
+        self.cluster_hub = cluster_hub
+        self.implementation = implementation
         self.sessions: set[MoqSession] = set()
         self.announcements: list[Announcement] = []
         self.watchers: list[Watcher] = []
         self.track_watchers: list[Watcher] = []
         self.tracks: dict[TrackKey, RelayTrack] = {}
         self._changed = asyncio.Event()  # set whenever a publisher arrives (rendezvous waiters re-check)
+        self._arrivals = 0  # counts those arrivals, so a waiter busy elsewhere when one came does not miss it
         self._upstreams: dict[str, MoqSession] = {}
         self._upstream_lock = asyncio.Lock()
         self.upstream_subscriptions = 0  # counted for tests and metrics: one per track, however many readers
         self._tasks: set[asyncio.Task[None]] = set()
+        # The upstream link of an `announce_upstream` relay: its session, and the namespaces forwarded on it
+        # (namespace -> our PUBLISH_NAMESPACE's request id) or being forwarded.
+        self._link: MoqSession | None = None
+        self._link_task: asyncio.Task[None] | None = None
+        self._forwarded: dict[TrackNamespace, int] = {}
+        self._forwarding: set[TrackNamespace] = set()
+        self._warned_forward_bound = False
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a background task, keeping a reference so it is not collected mid-flight."""
@@ -116,12 +155,29 @@ class Relay:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def start(self) -> None:
+        """Start what runs for the relay's lifetime: the upstream link, when `announce_upstream` is on."""
+        if self.config.announce_upstream and self.config.upstream and self._link_task is None:
+            self._link_task = asyncio.ensure_future(self._keep_upstream_link())
+
+    def stats(self) -> dict[str, int]:
+        """Counts for `/stats` and the cluster's supervisor."""
+        return {
+            "sessions": len(self.sessions),
+            "tracks": len(self.tracks),
+            "upstream_subscriptions": self.upstream_subscriptions,
+            "namespaces": len({a.namespace for a in self.announcements}),
+        }
+
     # -- sessions -----------------------------------------------------------------------------------------------
 
     def prepare(self, session: MoqSession) -> None:
         """Route a new session's requests to the relay, before its SETUP (the `serve()` prepare hook)."""
+        if self.implementation is not None:
+            session.session.setup = Setup.create(implementation=self.implementation)
         session.on_request = self._on_request
         session.on_cancel = self.on_cancelled
+        session.on_update = self._on_update
         self.sessions.add(session)  # known from the start, so a shutdown reaches it even mid-SETUP
         self._spawn(self._forget_when_closed(session))
 
@@ -146,6 +202,7 @@ class Relay:
     def _session_gone(self, session: MoqSession) -> None:
         for ann in [a for a in self.announcements if a.session is session]:
             self._withdraw(ann)
+        self._sync_upstream_namespaces()
         self.watchers = [w for w in self.watchers if w.session is not session]
         self.track_watchers = [w for w in self.track_watchers if w.session is not session]
         for rt in list(self.tracks.values()):
@@ -158,6 +215,8 @@ class Relay:
     async def close(self) -> None:
         """GOAWAY to every session (§9.2), give them `goaway_grace` seconds to leave, then close the rest."""
         grace = self.config.goaway_grace
+        if self._link_task is not None:
+            self._link_task.cancel()
         sessions = list(self.sessions)
         for session in sessions:
             with contextlib.suppress(SessionError):
@@ -207,14 +266,15 @@ class Relay:
     # -- namespaces ---------------------------------------------------------------------------------------------
 
     def _publish_namespace(self, session: MoqSession, rid: int, msg: PublishNamespace) -> None:
-        ann = Announcement(session, rid, msg.namespace)
-        first = not any(a.namespace == msg.namespace for a in self.announcements)
-        self.announcements.append(ann)
         session.session.accept(rid)
         logger.info("[%s] publishes namespace %s", session.session.session_id, render_name(msg.namespace))
-        if first:
-            for watcher in self.watchers:
-                self._tell(watcher, msg.namespace, added=True)
+        self._announce(Announcement(session, rid, msg.namespace))
+
+    def _announce(self, ann: Announcement) -> None:
+        self.announcements.append(ann)
+        self._tell_watchers(ann.namespace)
+        if not ann.upstream:
+            self._sync_upstream_namespaces()
         self._publisher_arrived()
 
     def _withdraw(self, ann: Announcement) -> None:
@@ -222,9 +282,20 @@ class Relay:
             return
         self.announcements.remove(ann)
         logger.info("[%s] withdrew namespace %s", ann.session.session.session_id, render_name(ann.namespace))
-        if not any(a.namespace == ann.namespace for a in self.announcements):
-            for watcher in self.watchers:
-                self._tell(watcher, ann.namespace, added=False)
+        self._tell_watchers(ann.namespace)
+        if not ann.upstream:
+            self._sync_upstream_namespaces()
+
+    def _visible(self, ns: TrackNamespace, session: MoqSession) -> bool:
+        """Whether `session`'s watchers are to know of `ns`: someone publishes it (§4.1: echoing a session's own
+        namespaces back to it, except at a cluster hub, whose sessions are relays that know their own)."""
+        return any(a.namespace == ns and not (self.cluster_hub and a.session is session) for a in self.announcements)
+
+    def _tell_watchers(self, ns: TrackNamespace) -> None:
+        """NAMESPACE / NAMESPACE_DONE to each watcher whose view of `ns` changed."""
+        for watcher in self.watchers:
+            if namespace_has_prefix(ns, watcher.prefix):
+                self._tell(watcher, ns, added=self._visible(ns, watcher.session))
 
     def _subscribe_namespace(self, session: MoqSession, rid: int, msg: SubscribeNamespace) -> None:
         prefix = msg.namespace_prefix
@@ -234,7 +305,13 @@ class Relay:
             ):
                 session.session.reject(rid, RequestErrorCode.PREFIX_OVERLAP, "overlaps an existing subscription")
                 return
-        matching = sorted({a.namespace for a in self.announcements if namespace_has_prefix(a.namespace, prefix)})
+        matching = sorted(
+            {
+                a.namespace
+                for a in self.announcements
+                if namespace_has_prefix(a.namespace, prefix) and self._visible(a.namespace, session)
+            }
+        )
         if len(matching) > MAX_NAMESPACES_PER_WATCH:
             session.session.reject(rid, RequestErrorCode.NAMESPACE_TOO_LARGE, "too many namespaces match")
             return
@@ -287,8 +364,7 @@ class Relay:
         except SessionError:
             return  # the subscriber cancelled while we waited
         rt.subscribers.add((session, rid))
-        if msg.parameters.forward != 0:
-            self._unpause(rt)
+        self._refresh_forward(rt)
         task = session._serving.get(rid)
         if task is not None:
             task.add_done_callback(lambda _: self._unsubscribe(rt, session, rid))
@@ -296,10 +372,21 @@ class Relay:
 
     async def _track_for(self, key: TrackKey, session: MoqSession, msg: Subscribe | None) -> RelayTrack | None:
         """The track for `key`, subscribing upstream (or waiting for a publisher) if need be; on failure the
-        downstream request is rejected and None returned."""
+        downstream request is rejected and None returned.
+
+        Where from: the sessions that published a matching namespace, local ones before those our upstream told us
+        of (`announce_upstream`); with none, the `--upstream` relay. A request that came from our upstream relay is
+        answered from local publishers only, never sent back up (no loop)."""
+        from_upstream = self._is_upstream(session)
         deadline = asyncio.get_running_loop().time() + self._rendezvous(msg)
+        upstream_refused = False  # the upstream relay had nothing: ask again only once something changed here
         while True:
+            arrivals = self._arrivals
             rt = self.tracks.get(key)
+            if rt is not None and from_upstream and rt.via_upstream:
+                if msg is not None:
+                    session.session.reject(_rid(msg), RequestErrorCode.DOES_NOT_EXIST, "only known upstream here")
+                return None
             if rt is not None and rt.ready is not None:
                 try:
                     await asyncio.shield(rt.ready)
@@ -312,14 +399,20 @@ class Relay:
                 continue
             if rt is not None and rt.live:
                 return rt
-            sources = list(self._publishers(key[0]))
-            if sources or self.config.upstream:
-                rt = await self._open_upstream(key, sources)
+            found = list(self._publishers(key[0], exclude=session if self.cluster_hub else None))
+            local = [a for a in found if not a.upstream]
+            sources = local if local or from_upstream else found
+            ask_upstream = not sources and bool(self.config.upstream) and not from_upstream and not upstream_refused
+            if sources or ask_upstream:
+                rt = await self._open_upstream(key, sources, forward=msg is None or msg.parameters.forward != 0)
                 if rt is not None:
                     return rt
-                if msg is not None:
-                    session.session.reject(_rid(msg), RequestErrorCode.DOES_NOT_EXIST, "the publisher refused")
-                return None
+                if sources or not self.config.announce_upstream:
+                    if msg is not None:
+                        session.session.reject(_rid(msg), RequestErrorCode.DOES_NOT_EXIST, "the publisher refused")
+                    return None
+                # An edge hears of new namespaces, here and upstream: wait for one within the rendezvous.
+                upstream_refused = True
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 if msg is not None:
@@ -327,22 +420,38 @@ class Relay:
                     code = RequestErrorCode.TIMEOUT if timed else RequestErrorCode.DOES_NOT_EXIST
                     session.session.reject(_rid(msg), code, "no publisher for this track")
                 return None
+            if self._arrivals != arrivals:
+                upstream_refused = False
+                continue  # a publisher arrived while we were busy: look again
             self._changed.clear()
-            with contextlib.suppress(TimeoutError):
+            try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                pass
+            else:
+                upstream_refused = False
 
     def _rendezvous(self, msg: Subscribe | None) -> float:
         asked = msg.parameters.rendezvous_timeout if msg is not None else None
         seconds = asked / 1000 if asked is not None else self.config.rendezvous_timeout
         return min(seconds, MAX_RENDEZVOUS_SECONDS)
 
-    async def _open_upstream(self, key: TrackKey, announcements: list[Announcement]) -> RelayTrack | None:
+    async def _open_upstream(
+        self, key: TrackKey, announcements: list[Announcement], forward: bool = True
+    ) -> RelayTrack | None:
         """Subscribe upstream for `key` once, however many downstream subscribers wait for it: to every session
-        that published a matching namespace (draft-22 §7), or to an upstream relay when none did. The track is
-        ready with the first upstream SUBSCRIBE_OK; it fails only when every upstream refused."""
+        that published a matching namespace (draft-22 §7), or to an upstream relay when none did; with FORWARD=1
+        only if the first downstream subscriber wants objects (`forward`). The track is ready with the first
+        upstream SUBSCRIBE_OK; it fails only when every upstream refused."""
         loop = asyncio.get_running_loop()
         track = Track(key[0], key[1], max_groups=self.config.cache_groups, max_bytes=self.config.cache_bytes)
-        rt = RelayTrack(key, track, ready=loop.create_future())
+        rt = RelayTrack(
+            key,
+            track,
+            ready=loop.create_future(),
+            paused=not forward,
+            via_upstream=all(a.upstream for a in announcements),
+        )
         self.tracks[key] = rt
         ready = rt.ready
         assert ready is not None
@@ -353,8 +462,9 @@ class Relay:
         errors: list[RequestRejected] = []
 
         async def subscribe(upstream: MoqSession) -> None:
+            asked = 0 if rt.paused else 1
             try:
-                sub = await upstream.subscribe(key[0], key[1], Parameters(forward=1), into=track)
+                sub = await upstream.subscribe(key[0], key[1], Parameters(forward=asked), into=track)
             except (RequestRejected, ConnectionError, OSError) as exc:
                 if not isinstance(exc, RequestRejected):
                     exc = RequestRejected(RequestErrorCode.INTERNAL_ERROR, str(exc))
@@ -366,6 +476,10 @@ class Relay:
             sub.on_end = lambda _sub, status, reason: self._source_ended(rt, upstream, status, reason)
             rt.sources[upstream] = sub.request_id
             self.upstream_subscriptions += 1
+            if asked != (0 if rt.paused else 1):  # the audience paused or resumed while we waited
+                with contextlib.suppress(SessionError):
+                    upstream.session.request_update(sub.request_id, Parameters(forward=0 if rt.paused else 1))
+                    upstream._flush()
             if sub.ok is not None and not track.properties:
                 track.properties = sub.ok.properties
             logger.info("subscribed upstream for %s (%d source(s))", rt.name, len(rt.sources))
@@ -400,6 +514,8 @@ class Relay:
                 await consumer.next()
             if self.tracks.get(rt.key) is rt:
                 del self.tracks[rt.key]
+            if rt.published:
+                self._sync_upstream_namespaces()  # a PUBLISHed track's namespace was forwarded for it
 
         self._spawn(wait())
 
@@ -407,6 +523,8 @@ class Relay:
         rt.subscribers.discard((session, rid))
         if not rt.subscribers and not rt.published and self.tracks.get(rt.key) is rt:
             self._drop_track(rt)
+        else:
+            self._refresh_forward(rt)  # the one that left may have been the last that wanted objects
 
     def _drop_track(self, rt: RelayTrack) -> None:
         """The last subscriber left: end the upstream subscription (§7: it ends when the last one leaves)."""
@@ -441,7 +559,14 @@ class Relay:
             max_groups=self.config.cache_groups,
             max_bytes=self.config.cache_bytes,
         )
-        rt = RelayTrack(key, track, sources={session: rid}, published=True, paused=msg.parameters.forward == 0)
+        rt = RelayTrack(
+            key,
+            track,
+            sources={session: rid},
+            published=True,
+            paused=msg.parameters.forward == 0,
+            via_upstream=self._is_upstream(session),
+        )
         self.tracks[key] = rt
         session.accept_publish(rid, msg, track)
         sub = session._subscriptions.get(rid)
@@ -452,6 +577,7 @@ class Relay:
         for watcher in self.track_watchers:
             if namespace_has_prefix(msg.namespace, watcher.prefix) and watcher.session is not session:
                 self._offer(watcher, rt)
+        self._sync_upstream_namespaces()
         self._publisher_arrived()
 
     async def _subscribe_tracks(self, session: MoqSession, rid: int, msg: SubscribeTracks) -> None:
@@ -479,18 +605,34 @@ class Relay:
 
         self._spawn(offer())
 
-    def _unpause(self, rt: RelayTrack) -> None:
-        """A subscriber wants a track PUBLISHed paused: ask its publisher to forward (REQUEST_UPDATE FORWARD=1;
-        from draft-20 on PUBLISH_OK cannot carry FORWARD, draft-22 §7)."""
-        if not rt.paused:
+    def _refresh_forward(self, rt: RelayTrack) -> None:
+        """Pause a track's upstream (REQUEST_UPDATE FORWARD=0) once every downstream subscriber has FORWARD=0, and
+        resume it (FORWARD=1) as soon as one wants objects again (draft-22 §7, §9.20.19): a paused audience costs
+        the publisher nothing. A track PUBLISHed paused resumes the same way (from draft-20 on PUBLISH_OK cannot
+        carry FORWARD). With no subscriber nothing changes: such a track is dropped, or, PUBLISHed, stays as its
+        publisher chose."""
+        if not rt.subscribers:
             return
-        rt.paused = False
+        wanted = any(session.session.forwarding(rid) for session, rid in rt.subscribers)
+        if wanted != rt.paused:
+            return
+        rt.paused = not wanted
         for source, request_id in rt.sources.items():
             with contextlib.suppress(SessionError):
-                source.session.request_update(request_id, Parameters(forward=1))
+                source.session.request_update(request_id, Parameters(forward=1 if wanted else 0))
                 source._flush()
+        logger.info("%s the upstream of %s", "resumed" if wanted else "paused", rt.name)
+
+    def _on_update(self, session: MoqSession, event: RequestUpdated) -> None:
+        """A downstream subscriber's REQUEST_UPDATE, applied by its session: FORWARD may pause or resume upstream."""
+        if event.parameters.forward is None:
+            return
+        for rt in list(self.tracks.values()):
+            if (session, event.request_id) in rt.subscribers:
+                self._refresh_forward(rt)
 
     def _publisher_arrived(self) -> None:
+        self._arrivals += 1
         self._changed.set()
 
     # -- FETCH and TRACK_STATUS ---------------------------------------------------------------------------------
@@ -504,8 +646,7 @@ class Relay:
         if rt is not None and rt.track.largest is not None:
             session.serve_fetch(rid, msg, rt.track)
             return
-        source = next(self._publishers(msg.namespace, exclude=session), None)
-        upstream = source.session if source is not None else await self._upstream()
+        upstream = await self._forward_target(msg.namespace, session)
         if upstream is None:
             session.session.reject(rid, RequestErrorCode.DOES_NOT_EXIST, "no such track")
             return
@@ -538,8 +679,7 @@ class Relay:
             params = Parameters(largest_object=rt.track.largest) if rt.track.largest else Parameters()
             session.session.accept(rid, params, rt.track.properties)
             return
-        source = next(self._publishers(msg.namespace, exclude=session), None)
-        upstream = source.session if source is not None else await self._upstream()
+        upstream = await self._forward_target(msg.namespace, session)
         if upstream is None:
             session.session.reject(rid, RequestErrorCode.DOES_NOT_EXIST, "no such track")
             return
@@ -549,6 +689,17 @@ class Relay:
             session.session.reject(rid, exc.code, exc.reason)
             return
         session.session.accept(rid, ok.parameters, ok.properties)
+
+    async def _forward_target(self, ns: TrackNamespace, session: MoqSession) -> MoqSession | None:
+        """Where a FETCH or TRACK_STATUS we cannot answer goes: the most specific local publisher, else (unless the
+        request came from our upstream relay) one our upstream told us of, else the upstream relay."""
+        found = list(self._publishers(ns, exclude=session))
+        local = [a for a in found if not a.upstream]
+        if local:
+            return local[0].session
+        if self._is_upstream(session):
+            return None
+        return found[0].session if found else await self._upstream()
 
     # -- upstream relays ----------------------------------------------------------------------------------------
 
@@ -569,10 +720,119 @@ class Relay:
                     logger.warning("upstream %s unreachable: %s", url, exc)
                     continue
                 upstream.on_request = self._on_request  # an upstream may route requests to us too
+                upstream.on_cancel = self.on_cancelled
+                upstream.on_update = self._on_update
                 self._upstreams[url] = upstream
                 logger.info("connected upstream %s (draft-%d)", url, upstream.version.value)
                 return upstream
         return None
+
+    def reconnect_upstream(self) -> None:
+        """Drop the upstream link now and connect again (a cluster's supervisor restarted the hub: the old link is
+        dead, but QUIC would only notice at its idle timeout)."""
+        if self._link is not None:
+            logger.info("reconnecting the upstream link")
+            self._link.close(SessionErrorCode.NO_ERROR, "reconnecting")
+
+    def forget_peer(self, path: str) -> None:
+        """Close the sessions whose SETUP named `path` (a cluster hub drops the link of a worker that died, so its
+        namespaces are withdrawn now rather than at the link's idle timeout)."""
+        for session in list(self.sessions):
+            if session.peer_setup is not None and session.peer_setup.path == path:
+                logger.info("[%s] forgetting %s: it is gone", session.session.session_id, path)
+                session.close(SessionErrorCode.NO_ERROR, "the peer is gone")
+
+    def _is_upstream(self, session: MoqSession) -> bool:
+        return any(session is upstream for upstream in self._upstreams.values())
+
+    # -- the upstream link (announce_upstream) ------------------------------------------------------------------
+
+    async def _keep_upstream_link(self) -> None:
+        """Keep a session to the upstream relay for the relay's lifetime: forward our namespaces on it and hear
+        its namespaces; when it goes, forget what it told us and connect again."""
+        while True:
+            link = await self._upstream()
+            if link is None:
+                await asyncio.sleep(UPSTREAM_RETRY_SECONDS)
+                continue
+            self._link = link
+            self._forwarded.clear()
+            self._forwarding.clear()
+            hearing = asyncio.ensure_future(self._hear_upstream(link))
+            self._sync_upstream_namespaces()
+            try:
+                await link.wait_closed()
+            finally:
+                hearing.cancel()
+                self._link = None
+                self._forwarded.clear()
+                self._forwarding.clear()
+            self._session_gone(link)  # what it announced is withdrawn here, what it fed ends
+            logger.warning("lost the upstream link (%s): reconnecting", (link.close_reason or (0, ""))[1])
+            await asyncio.sleep(UPSTREAM_RETRY_SECONDS)  # not a tight loop against an upstream that drops us
+
+    async def _hear_upstream(self, link: MoqSession) -> None:
+        """SUBSCRIBE_NAMESPACE (every namespace) on the upstream link; what it announces becomes announcements by
+        the link session, so local watchers hear of them and local SUBSCRIBEs go there."""
+        try:
+            watch = await link.subscribe_namespace(())
+        except (RequestRejected, ConnectionError) as exc:
+            logger.warning("the upstream refused SUBSCRIBE_NAMESPACE (%s): its namespaces are not announced here", exc)
+            return
+        learned: dict[TrackNamespace, Announcement] = {}
+        warned = False
+        async for added, ns in watch:
+            if added and ns not in learned:
+                if len(learned) >= MAX_UPSTREAM_NAMESPACES:
+                    if not warned:
+                        logger.warning("over %d namespaces upstream: the rest are not announced here", len(learned))
+                        warned = True
+                    continue
+                logger.debug("upstream publishes namespace %s", render_name(ns))
+                learned[ns] = Announcement(link, watch.request_id, ns, upstream=True)
+                self._announce(learned[ns])
+            elif not added and ns in learned:
+                self._withdraw(learned.pop(ns))
+
+    def _local_namespaces(self) -> set[TrackNamespace]:
+        """Namespaces published here, by PUBLISH_NAMESPACE or as a PUBLISHed track's (not learned from upstream)."""
+        names = {a.namespace for a in self.announcements if not a.upstream}
+        names.update(rt.key[0] for rt in self.tracks.values() if rt.published and rt.live and not rt.via_upstream)
+        return names
+
+    def _sync_upstream_namespaces(self) -> None:
+        """Make the namespaces forwarded on the upstream link those published here: PUBLISH_NAMESPACE the new ones,
+        withdraw the gone ones (no-op without a link)."""
+        link = self._link
+        if link is None or link.session.is_closed:
+            return
+        wanted = self._local_namespaces()
+        for ns in [n for n in self._forwarded if n not in wanted]:
+            link.withdraw(self._forwarded.pop(ns))
+            logger.info("withdrew namespace %s upstream", render_name(ns))
+        for ns in sorted(wanted - self._forwarded.keys() - self._forwarding):
+            if len(self._forwarded) + len(self._forwarding) >= MAX_FORWARDED_NAMESPACES:
+                if not self._warned_forward_bound:
+                    logger.warning("%d namespaces forwarded upstream: no more", MAX_FORWARDED_NAMESPACES)
+                    self._warned_forward_bound = True
+                break
+            self._forwarding.add(ns)
+            self._spawn(self._forward_namespace(link, ns))
+
+    async def _forward_namespace(self, link: MoqSession, ns: TrackNamespace) -> None:
+        try:
+            rid = await link.publish_namespace(ns)
+        except (RequestRejected, ConnectionError) as exc:
+            logger.warning("the upstream refused namespace %s: %s", render_name(ns), exc)
+            if link is self._link:
+                self._forwarding.discard(ns)
+            return
+        if link is not self._link:
+            return  # that link is gone; the next one forwards afresh
+        self._forwarding.discard(ns)
+        self._forwarded[ns] = rid
+        logger.info("forwarded namespace %s upstream", render_name(ns))
+        self._sync_upstream_namespaces()  # withdraws it at once if it went while we waited
 
 
 async def _settle(waiter: asyncio.Future[Any]) -> None:

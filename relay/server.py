@@ -1,4 +1,5 @@
-"""Running a relay node: certificate, one UDP port for raw QUIC and WebTransport, clean shutdown."""
+"""Running a relay node: certificate, one UDP port for raw QUIC and WebTransport, clean shutdown; with
+`workers` >= 2, a supervisor and its worker processes instead (relay.cluster)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,27 +79,53 @@ def certificate_for(config: RelayConfig) -> tuple[CertificateBundle, bool]:
     return load_or_create_dev_certificate(state / "dev-cert.pem", state / "dev-key.pem"), True
 
 
-async def start_relay(config: RelayConfig) -> RunningRelay:
-    """Start a relay with `config`; returns once it listens."""
-    certificate, dev = certificate_for(config)
-    relay = Relay(config)
+async def start_relay(
+    config: RelayConfig,
+    *,
+    certificate: tuple[CertificateBundle, bool] | None = None,
+    cluster_hub: bool = False,
+    implementation: str | None = None,
+    reuse_port: bool = False,
+) -> RunningRelay:
+    """Start one relay process's relay with `config`; returns once it listens.
+
+    For a cluster's children (relay.child): `certificate` (the bundle, and whether it is a development one) instead
+    of the configured or development one; `cluster_hub` and `implementation` as for `Relay`; `reuse_port` binds the
+    port with SO_REUSEPORT, shared with the other workers."""
+    bundle, dev = certificate if certificate is not None else certificate_for(config)
+    relay = Relay(config, cluster_hub=cluster_hub, implementation=implementation)
     server = await serve(
         relay.handle_session,
         host=config.bind,
         port=config.port,
-        certificate=certificate,
+        certificate=bundle,
         versions=tuple(Version(v) for v in config.versions),
         prepare=relay.prepare,
         max_datagram_size=config.max_datagram_size,
+        reuse_port=reuse_port,
     )
-    return RunningRelay(relay, server, certificate, dev, config)
+    relay.start()
+    return RunningRelay(relay, server, bundle, dev, config)
+
+
+def single_process_stats(running: RunningRelay) -> dict[str, object]:
+    """`/stats` of a relay that is one process: the same shape as a cluster's (relay.cluster), one worker."""
+    counts = running.relay.stats()
+    worker = {"index": 0, "pid": os.getpid(), "up": True, "restarts": 0, "port": running.port, **counts}
+    return {"sessions": counts["sessions"], "workers": [worker], "hub": None}
 
 
 async def run_relay(config: RelayConfig, announce: bool = True) -> None:
-    """Run a relay until SIGINT / SIGTERM, then shut it down cleanly (GOAWAY, then close)."""
+    """Run a relay until SIGINT / SIGTERM, then shut it down cleanly (GOAWAY, then close). With `config.workers`
+    >= 2 it runs as a supervisor of that many worker processes (relay.cluster)."""
+    if config.workers > 1:
+        from relay.cluster import run_cluster
+
+        await run_cluster(config, announce)
+        return
     running = await start_relay(config)
     try:
-        web = await start_web(running, config)
+        web = await start_web(running, config, stats=lambda: single_process_stats(running))
     except OSError:  # e.g. the web port is taken: do not leave the relay half up
         await running.stop()
         raise

@@ -6,6 +6,8 @@ What it serves (GET and HEAD only):
   reads NAME (the namespace, fields between '/', each percent-encoded: `watch_path`) from its own address;
 - `/call/ROOM` -> `web/call.html`, a call: each participant publishes its camera and microphone under ROOM (named
   like NAME: `call_path`) and plays the others';
+- `/stats`: the relay's counts as JSON: sessions in all, and per worker process its pid, restarts, sessions,
+  tracks, upstream subscriptions and namespaces (one worker unless `moq relay --workers N`);
 - `/config.json`: how the page reaches the relay: its WebTransport URL and, for a development certificate, the
   certificate's sha-256 fingerprint, which the page hands to `serverCertificateHashes` (so a browser accepts the
   self-signed certificate with no flags; PLATFORM.md: ECDSA P-256, valid <= 14 days, as `moq.transport.tls` makes);
@@ -36,7 +38,7 @@ import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote_to_bytes
 
 from moq.wire.primitives import TrackNamespace
@@ -133,11 +135,12 @@ class WebServer:
         ssl_context: ssl.SSLContext | None = None,
         max_connections: int = MAX_CONNECTIONS,
         request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+        stats: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         """`relay_port` / `relay_host`: where the relay's WebTransport listens (its bind address); `fingerprint`:
         the development certificate's sha-256 in hex, or a function giving the current one (the relay renews its
         development certificate while it runs, so each page load must read it afresh); None for a certificate
-        browsers trust by themselves."""
+        browsers trust by themselves. `stats`: what `/stats` shows (404 without it)."""
         self.relay_port = relay_port
         self.relay_host = relay_host
         self.fingerprint = fingerprint
@@ -146,6 +149,7 @@ class WebServer:
         self.ssl_context = ssl_context
         self.max_connections = max_connections
         self.request_timeout = request_timeout
+        self.stats = stats
         self.connections = 0
         self.refused = 0
         self._server: asyncio.Server | None = None
@@ -279,6 +283,8 @@ class WebServer:
         path = _request_path(target)
         if path == "/config.json":
             return Response(200, self._config(headers.get("host", "")), "application/json")
+        if path == "/stats" and self.stats is not None:
+            return Response(200, json.dumps(self.stats()).encode(), "application/json")
         if path == "/" or path == "/index.html":
             return self._file("index.html")
         if path.startswith("/watch/") or path == "/watch":
@@ -380,9 +386,16 @@ def _display_host(bind: str) -> str:
     return "localhost" if bind in _WILDCARDS else bind
 
 
-async def start_web(running: RunningRelay, config: RelayConfig, *, port: int | None = None) -> WebServer:
+async def start_web(
+    running: RunningRelay,
+    config: RelayConfig,
+    *,
+    port: int | None = None,
+    stats: Callable[[], dict[str, Any]] | None = None,
+) -> WebServer:
     """Serve the pages for a running relay on `config.web_port` (or `port`), HTTPS when the relay has a
-    configured certificate (`--cert`), plain HTTP with a development one (localhost is a secure context)."""
+    configured certificate (`--cert`), plain HTTP with a development one (localhost is a secure context);
+    `stats` for `/stats`."""
     context: ssl.SSLContext | None = None
     if config.cert:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -393,6 +406,7 @@ async def start_web(running: RunningRelay, config: RelayConfig, *, port: int | N
         fingerprint=lambda: running.certificate.fingerprint_hex if running.dev_certificate else None,
         drafts=[int(v) for v in running.server.versions],
         ssl_context=context,
+        stats=stats,
     )
     await server.start(config.bind, config.web_port if port is None else port)
     return server

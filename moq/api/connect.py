@@ -51,6 +51,7 @@ async def serve(
     versions: Sequence[Version] = SUPPORTED_VERSIONS,
     prepare: Callable[[MoqSession], None] | None = None,
     max_datagram_size: int | None = None,
+    reuse_port: bool = False,
 ) -> server.MoqtServer:
     """Serve raw QUIC and WebTransport on one UDP port; each session, once SETUP is done, goes to `handler`,
     which owns it until it returns (then the session is closed).
@@ -58,7 +59,8 @@ async def serve(
     `prepare(session)` runs before SETUP is exchanged: install request handlers there, because a peer may
     pipeline requests right behind its SETUP (§6.3) and they are dispatched as soon as they arrive.
     `max_datagram_size` is the QUIC packet size (aioquic's 1200 by default; 1452 costs less CPU per byte where
-    the path carries it)."""
+    the path carries it). `reuse_port`: bind with SO_REUSEPORT, sharing the port with other processes that do
+    (a relay's workers)."""
 
     async def on_connection(conn: TransportConnection) -> None:
         session = MoqSession(conn)
@@ -84,4 +86,5 @@ async def serve(
         versions=versions,
         handler=on_connection,
         max_datagram_size=max_datagram_size,
+        reuse_port=reuse_port,
     )

@@ -135,9 +135,11 @@ class MoqtServer:
         """Established sessions not yet terminated."""
         return frozenset(self._sessions)
 
-    async def start(self, host: str = "::", port: int = 0) -> None:
-        """Bind the UDP socket. `::` is dual stack (browsers try ::1 first for `localhost`)."""
-        sock = _bind_udp(host, port)
+    async def start(self, host: str = "::", port: int = 0, *, reuse_port: bool = False) -> None:
+        """Bind the UDP socket. `::` is dual stack (browsers try ::1 first for `localhost`). `reuse_port`: share
+        the port with other sockets that set it too (SO_REUSEPORT; the kernel hashes each client's address 4-tuple
+        to one socket, so a connection stays with one process unless the client's address changes)."""
+        sock = _bind_udp(host, port, reuse_port)
         transport, protocol = await open_udp_endpoint(
             lambda: QuicServer(
                 configuration=self._configuration,
@@ -230,14 +232,18 @@ class MoqtServer:
             connection.close(0x1, "internal error")
 
 
-def _bind_udp(host: str, port: int) -> socket.socket:
+def _bind_udp(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     try:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
         family = socket.AF_INET6 if host in ("", "::") else socket.AF_INET
         host = host or "::"
+    if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+        raise OSError("SO_REUSEPORT is not available on this platform")
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             # Dual stack explicitly: the default depends on a sysctl.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -261,13 +267,15 @@ async def serve(
     idle_timeout: float = 60.0,
     max_datagram_size: int | None = None,
     webtransport: bool = True,
+    reuse_port: bool = False,
 ) -> MoqtServer:
     """Start a MOQT server for raw QUIC and WebTransport on one UDP port and return it.
 
     `versions` are accepted in that preference order. `handler(connection)` runs once per established session
     (its return does not close the session); without a handler use `await server.accept()`.
     `max_datagram_size` is the QUIC packet size (aioquic's default 1200 is safe on any path; larger packets cut
-    aioquic's per-packet CPU cost on known-good paths). `webtransport=False` serves raw QUIC only.
+    aioquic's per-packet CPU cost on known-good paths). `webtransport=False` serves raw QUIC only. `reuse_port`
+    binds with SO_REUSEPORT, so several processes can serve one port (`MoqtServer.start`).
     """
     server = MoqtServer(
         certificate=certificate,
@@ -279,5 +287,5 @@ async def serve(
         max_datagram_size=max_datagram_size,
         webtransport=webtransport,
     )
-    await server.start(host, port)
+    await server.start(host, port, reuse_port=reuse_port)
     return server
