@@ -160,14 +160,19 @@ class MemorySampler:
     pid: int
     interval: float = 0.25
     peak_kb: int = 0
+    #: Sum the RSS of the process and everything below it (a relay with worker processes).
+    tree: bool = False
     _task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
 
+    def _rss_kb(self) -> int:
+        return tree_rss_kb(self.pid) if self.tree else memory_kb(self.pid)[0]
+
     async def _run(self) -> None:
         for _ in range(100_000):  # bounded; stopped long before
-            self.peak_kb = max(self.peak_kb, memory_kb(self.pid)[0])
+            self.peak_kb = max(self.peak_kb, self._rss_kb())
             await asyncio.sleep(self.interval)
 
     async def stop(self) -> int:
@@ -175,8 +180,13 @@ class MemorySampler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self.peak_kb = max(self.peak_kb, memory_kb(self.pid)[0])
+        self.peak_kb = max(self.peak_kb, self._rss_kb())
         return self.peak_kb
+
+
+def tree_rss_kb(root: int) -> int:
+    """The resident memory of `root` and every process below it, in KiB."""
+    return sum(memory_kb(pid)[0] for pid in process_tree(root))
 
 
 # -- processes -----------------------------------------------------------------------------------------------------

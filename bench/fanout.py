@@ -357,11 +357,18 @@ def _children(pid: int) -> list[int]:
 
 
 async def run_loadgen(
-    env: RunEnv, relay_kind: str, subscribers: int, *, duration: float | None = None, hooks: Hooks | None = None
+    env: RunEnv,
+    relay_kind: str,
+    subscribers: int,
+    *,
+    duration: float | None = None,
+    hooks: Hooks | None = None,
+    relay_workers: int = 1,
 ) -> Json:
     """One run with aiomoqt's `moq-load-sim --role sub` as the audience (picoquic: its packet work is C, so it is
     far cheaper per subscriber than ours) plus one of our subscribers as the latency probe (p50/p99/max; load_sim
-    itself reports a p90 per interval)."""
+    itself reports a p90 per interval). `relay_workers`: our relay as that many processes (`moq relay --workers`); its
+    CPU and memory are then those of all its processes."""
     from bench.relays import aiomoqt_bin
 
     bin_dir = aiomoqt_bin()
@@ -371,10 +378,10 @@ async def run_loadgen(
     duration = duration or s.duration
     shape = env.shape()
     seconds = s.warmup + duration
-    tag = f"{relay_kind}-loadgen-{subscribers}"
+    tag = f"{relay_kind}{f'-x{relay_workers}' if relay_workers > 1 else ''}-loadgen-{subscribers}"
     hooks = hooks or Hooks()
     relay = await RelayProcess.start(
-        relay_kind, env.workdir, env.cert, env.key, s, tag=f"-{tag}", wrapper=hooks.relay_wrapper
+        relay_kind, env.workdir, env.cert, env.key, s, tag=f"-{tag}", wrapper=hooks.relay_wrapper, workers=relay_workers
     )
     workers: list[Worker] = []
     loadgen: asyncio.subprocess.Process | None = None
@@ -415,9 +422,9 @@ async def run_loadgen(
         loadgen = await start_process(args, log=env.workdir / f"loadgen-{tag}.log", stdout=True)
         live = await _wait_joined(loadgen, subscribers, join_budget)
         idle_kb = relay.rss_kb()
-        memory = MemorySampler(relay.pid)
+        memory = MemorySampler(relay.pid, tree=relay_workers > 1)
         memory.start()
-        relay_cpu = CpuWindow([relay.pid])
+        relay_cpu = CpuWindow(descendants(relay.pid))
         load_cpu = CpuWindow(descendants(loadgen.pid))
         publisher.tell("go")
         started = (await publisher.message("started", 10.0))["at"]
@@ -451,7 +458,8 @@ async def run_loadgen(
     probe_figures = _window(probe_result["subscribers"], started + s.warmup, started + seconds, seq0, seq1)
     delivered_mbit = round(sum(rx) / len(rx) + probe_figures["delivered_mbit_s"], 2) if rx else None
     return {
-        "relay": relay_kind,
+        "relay": relay.label,
+        "workers": relay_workers,
         "load": "aiomoqt moq-load-sim",
         "subscribers": subscribers,
         "subscribers_joined": live,

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import HOST, free_udp_port, memory_kb, start_process, stop_process
+from bench.common import HOST, free_udp_port, memory_kb, start_process, stop_process, tree_rss_kb
 from bench.settings import Settings
 
 #: How long a relay may take to say it listens.
@@ -51,6 +51,13 @@ class RelayProcess:
     port: int
     log: Path
     started: float
+    #: `moq relay --workers`: a supervisor, a hub and this many relay processes sharing the port.
+    workers: int = 1
+
+    @property
+    def label(self) -> str:
+        """How tables name it: `moq`, `moq x2` (two worker processes), `aiomoqt`."""
+        return self.kind if self.workers == 1 else f"{self.kind} x{self.workers}"
 
     @property
     def pid(self) -> int:
@@ -61,7 +68,8 @@ class RelayProcess:
         return f"moqt://{HOST}:{self.port}/"
 
     def rss_kb(self) -> int:
-        return memory_kb(self.pid)[0]
+        """Resident memory, of every process of the relay."""
+        return tree_rss_kb(self.pid) if self.workers > 1 else memory_kb(self.pid)[0]
 
     def peak_kb(self) -> int:
         return memory_kb(self.pid)[1]
@@ -87,8 +95,10 @@ class RelayProcess:
         *,
         tag: str = "",
         wrapper: list[str] | None = None,
+        workers: int = 1,
     ) -> RelayProcess:
-        """Start a relay of `kind` and wait until it listens. `wrapper` prefixes the command (a profiler)."""
+        """Start a relay of `kind` and wait until it listens. `wrapper` prefixes the command (a profiler);
+        `workers` > 1 runs `moq relay --workers` (one process per core sharing the port)."""
         port = free_udp_port()
         log = workdir / f"relay-{kind}{tag}.log"
         if kind == "moq":
@@ -118,6 +128,7 @@ class RelayProcess:
                 str(settings.cache_bytes),
                 "--log-level",
                 "info",
+                *(["--workers", str(workers)] if workers > 1 else []),
             ]
             ready_text = "relay listening on UDP port"
         elif kind == "aiomoqt":
@@ -142,7 +153,7 @@ class RelayProcess:
         if wrapper:
             args = [*wrapper, *args]
         proc = await start_process(args, log=log, stdout=False)  # aiomoqt logs on stdout, ours on stderr
-        relay = cls(kind, proc, port, log, time.time())
+        relay = cls(kind, proc, port, log, time.time(), workers)
         deadline = time.monotonic() + RELAY_START_TIMEOUT
         for _ in range(10_000):
             if proc.returncode is not None:

@@ -34,6 +34,8 @@ class Settings:
     # Part 3, aiomoqt's relay with the same workload, and aiomoqt's subscribers as a cheaper load generator.
     aiomoqt_counts: tuple[int, ...] = (10, 50, 100, 200)
     loadgen_counts: tuple[int, ...] = (100, 200, 400)
+    #: Our relay in the load-generator part: one process, and `moq relay --workers N` for each N > 1 here.
+    relay_workers: tuple[int, ...] = (1, 2)
     # Part 4, slow subscriber.
     slow_others: int = 10
     #: The slow subscriber's link, as a fraction of the track's bitrate.
