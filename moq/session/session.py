@@ -1189,7 +1189,7 @@ class Session:
                 if request.local:
                     self._on_response(request, msg, now)
                 else:
-                    self._on_requester_message(request, msg)
+                    self._on_requester_message(request, msg, now)
                 if request.phase is _Phase.DONE:
                     return
         except InvalidFilter as exc:
@@ -1307,7 +1307,7 @@ class Session:
         request.drain_deadline = now + (max(timeouts) / 1000 if timeouts else PUBLISH_DONE_DRAIN_SECONDS)
         self._maybe_end_subscription(request)
 
-    def _on_requester_message(self, request: _Request, msg: Message) -> None:
+    def _on_requester_message(self, request: _Request, msg: Message, now: float) -> None:
         """A message from the peer on a request it sent us (or on its PUBLISH: also PUBLISH_DONE etc.)."""
         if isinstance(msg, RequestUpdate):
             self._on_peer_update(request, msg)
@@ -1316,7 +1316,7 @@ class Session:
             self._on_update_answer(request, msg)
         elif isinstance(request.message, Publish) and isinstance(msg, PublishDone):
             # The peer published to us and is done: same draining as for our SUBSCRIBE.
-            self._on_publish_done(request, msg, 0.0)
+            self._on_publish_done(request, msg, now)
         elif isinstance(request.message, Publish) and isinstance(msg, PublishStateNotify):
             self._emit(PublishStateNotified(request.request_id, msg.parameters))
         else:

@@ -284,6 +284,32 @@ def test_publish_objects_may_precede_publish_ok(pair: Pair) -> None:
     assert one(events, SubscriptionEnded).message.stream_count == 1
 
 
+def test_publish_done_on_a_peers_publish_waits_for_streams_still_in_flight(pair: Pair) -> None:
+    """PUBLISH_DONE may overtake the data streams it counts (§9.12): the subscriber waits for them, up to its drain
+    timer counted from when PUBLISH_DONE arrived (it was counted from time 0 for a peer's PUBLISH: at any real
+    clock the subscription ended at once and the objects in flight were lost)."""
+    pair.take("client"), pair.take("server")
+    pair.now = 1000.0
+    rid = pair.client.publish(NS, b"audio")
+    pair.pump()
+    one(pair.take("server"), RequestReceived)
+    pair.server.accept(rid)
+    pair.pump()
+    handle = pair.client.open_subgroup(rid, 0, 0)
+    pair.client.write_object(handle, 0, b"late", end_stream=True)
+    pair.hold = lambda side, cmd: isinstance(cmd, SendStreamData) and cmd.stream == handle
+    pair.client.publish_done(rid, PublishDoneCode.TRACK_ENDED)
+    pair.pump()
+    assert only(pair.take("server"), SubscriptionEnded) == []  # the counted stream is still on its way
+    pair.server.handle_timer(pair.now + 0.01)
+    assert only(pair.take("server"), SubscriptionEnded) == []
+    pair.hold = lambda side, cmd: False
+    pair.release()
+    events = pair.take("server")
+    assert [o.payload for o in only(events, ObjectReceived)] == [b"late"]
+    assert one(events, SubscriptionEnded).message.stream_count == 1
+
+
 def test_subscriber_of_a_publish_updates_it(pair: Pair) -> None:
     """The receiver of PUBLISH may REQUEST_UPDATE it (e.g. FORWARD=1 to unpause, §9.5) and gets the answer."""
     pair.take("client"), pair.take("server")
