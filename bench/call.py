@@ -474,10 +474,9 @@ def audio_output_note(contexts: list[Json]) -> str:
         return "Chromium did not say how long it is here"
     c = contexts[0]
     return (
-        f"the context's clock runs {c['clockLeadMs']:.0f} ms ahead of what its output timestamp says is heard "
-        f"(baseLatency {c['baseLatencyMs']:.1f} ms, outputLatency {c['outputLatencyMs']:.1f} ms as Chromium reports "
-        "them here); the player schedules audio by that output timestamp, so the sound is due out about that much "
-        "later than the figure, at about the playout delay, in step with the video"
+        f"the context's clock runs {c['clockLeadMs']:.0f} ms ahead of what is heard (baseLatency "
+        f"{c['baseLatencyMs']:.1f} ms, outputLatency {c['outputLatencyMs']:.1f} ms as Chromium reports them here); "
+        "the figure maps the start time through the context's output timestamp, so it includes that"
     )
 
 
@@ -561,16 +560,17 @@ def call_tables(runs: list[Json]) -> list[Table]:
         "video = LOC capture timestamp (the sending page's wall clock when it read the frame from the camera) to the "
         "receiving page drawing it on its canvas (requestAnimationFrame); it includes encoding, the relay, decoding "
         "and the player's playout delay",
-        "mouth-to-ear = the capture timestamp to the moment the decoded audio buffer is due to start on the Web Audio "
-        "clock (the page's audioLatencyMs: now + start time - currentTime); frames too late to play (audio late) "
-        "have no figure, so with many late the percentiles are those of the frames that made it",
+        "mouth-to-ear = the capture timestamp to the moment the decoded audio buffer is heard (the page's "
+        "audioLatencyMs: its start time on the Web Audio clock, mapped to wall time through the context's output "
+        "timestamp); frames too late to play (audio late) have no figure, so with many late the percentiles are "
+        "those of the frames that made it",
         "playout = the player's playout delay (capture to due: the best transit of the last 5-10 s + a 100 ms jitter "
         "buffer; the median direction) when the window starts and when it ends: when it grows, something on the way "
         "falls behind real time, and frames whose transit grew past the jitter buffer come too late to play",
         "sent = what each page encoded per second (mean over pages): the camera gives 20 fps; 50 audio frames/s (20 ms "
         "each) keep up with the microphone, fewer means the sending page's audio falls behind",
         "neither includes the devices (the camera's and microphone's own capture latency, the compositor and display, "
-        "the speaker; the fake devices have none), nor Web Audio's output path: " + audio_output_note(contexts),
+        "the speaker; the fake devices have none); Web Audio's output path: " + audio_output_note(contexts),
         "rates are per direction (mean over directions); dropped and skipped are summed over directions; video "
         "skipped = decoded frames never shown (catching up) or not decodable (waiting for a keyframe)",
         "CPU is a share of one core over the window: the relay process; every process of the K browsers (browser, "
