@@ -667,6 +667,7 @@ def _figures(
             "kind": track_kind(s.entry),
             "codec": s.entry.codec,
             "objects": s.objects,
+            "status_objects": s.status_objects,
             "bytes": s.bytes,
             "groups": s.groups,
             "groups_dropped": s.groups_dropped,

@@ -164,7 +164,11 @@ function electSpeaker() {
   const levels = new Map();
   for (const [id, p] of participants) {
     const fresh = p.stats.audioLevelAt !== null && now - p.stats.audioLevelAt < LEVEL_FRESH_MS;
-    levels.set(id, fresh && p.stats.audioTrack ? p.stats.audioLevel : null);
+    // The loudest level since the last election, not only the newest: a beep or a short word between two
+    // elections would otherwise be missed.
+    const level = p.stats.audioLevelPeak ?? p.stats.audioLevel;
+    p.stats.audioLevelPeak = null;
+    levels.set(id, fresh && p.stats.audioTrack ? level : null);
     p.stats.speaking = fresh && p.stats.voice;
   }
   const previous = stats.activeSpeaker;

@@ -485,6 +485,7 @@ export function createStats(trace = false) {
     audioLevel: null,
     voice: false,
     audioLevelAt: null,
+    audioLevelPeak: null,
     videoPriority: null,
     audioPriority: null,
     /** REQUEST_UPDATEs sent to change a subscription's priority. */
@@ -582,6 +583,8 @@ class MediaTrack {
         stats.audioLevel = Number(level) & 0x7f;
         stats.voice = (Number(level) & 0x80) !== 0;
         stats.audioLevelAt = Date.now();
+        // The loudest since a reader last took it (takeAudioPeak): a short word between two reads still counts.
+        stats.audioLevelPeak = Math.min(stats.audioLevelPeak ?? 127, stats.audioLevel);
       }
     }
     if (obj.status !== moqt.ObjectStatus.NORMAL) {
