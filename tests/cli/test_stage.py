@@ -9,6 +9,7 @@ inside deadlines.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -135,6 +136,8 @@ def catalog_of(*tracks: Track) -> bytes:
     return encode_catalog(make_catalog(tracks, generated_at=1))
 
 
+#: How often `Host.until` re-checks a condition no listing change announces (the roster's admissions).
+POLL_SECONDS = 0.05
 CAMERA = video_track(codec="avc1.42e01f", width=320, height=240, framerate=20, bitrate=600_000)
 MIC = audio_track(codec="opus", channels=1, bitrate=32_000)
 
@@ -190,7 +193,10 @@ class Host:
         async with asyncio.timeout(timeout):
             while not condition(self):
                 self._changed.clear()
-                await self._changed.wait()
+                # The listing changing wakes us; the roster (who is admitted) changes without it: re-check it too,
+                # every POLL_SECONDS, inside the deadline.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), POLL_SECONDS)
 
 
 Make = Callable[[str], Awaitable[Participant]]
@@ -252,7 +258,7 @@ def test_the_host_lists_whoever_joins_in_line_and_drops_them_when_they_leave(tmp
 
 def test_a_participant_whose_catalog_never_comes_leaves_the_stage(tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with relay_running(tmp_path) as running, stage_host(running, StageRoster(1), 0.5) as (host, make):
+        async with relay_running(tmp_path) as running, stage_host(running, StageRoster(1), 2.0) as (host, make):
             silent = await make("silent")
             carol = await make("carol")
             await silent.join()  # announced, but its catalog track has nothing
