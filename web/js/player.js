@@ -83,9 +83,6 @@ export const DEFAULTS = Object.freeze({
 export const MAX_TRACE = 20000;
 /** The playout clock's window for the best transit (ms): two windows of this length are kept. */
 const TRANSIT_WINDOW_MS = 5000;
-/** Objects of one track in a row arriving after they were due, past which the clock takes their transit as the
- * new best (the path got slower for good, e.g. a sender falling behind: playing later beats dropping everything). */
-export const MAX_LATE_RUN = 10;
 /** How long a finished group's successor may be missing before we move past the gap (ms). */
 const GAP_WAIT_MS = 80;
 /** How long a group with no FIN and no new object holds back the next group (ms). */
@@ -153,36 +150,19 @@ export class PlayoutClock {
   /** @type {Map<string, {windows: number[], start: number, last: number}>} */
   #tracks = new Map();
 
-  /** Times the clock started afresh because objects kept arriving late. */
-  resets = 0;
-
   constructor(jitterMs) {
     this.jitterMs = jitterMs;
   }
 
-  /** An object of track `kind` captured at `mediaMs` arrived at `arrival` (performance.now()). The best transit
-   * of the last 5-10 s sets the clock; but after MAX_LATE_RUN objects in a row that arrived after they were due,
-   * the clock starts afresh from the transit they took (it grows at once, and shrinks again as transit does). */
+  /** An object of track `kind` captured at `mediaMs` arrived at `arrival` (performance.now()). */
   observe(mediaMs, arrival, kind = 'media') {
     let track = this.#tracks.get(kind);
-    if (!track) {
-      track = { windows: [Infinity, Infinity], start: arrival, last: arrival, lateRun: 0 };
-      this.#tracks.set(kind, track);
-    }
-    const transit = arrival - mediaMs;
-    const offset = this.offset;
-    track.lateRun = offset !== null && transit > offset ? track.lateRun + 1 : 0;
-    if (track.lateRun >= MAX_LATE_RUN) {
-      track.windows = [Infinity, transit];
-      track.start = arrival;
-      track.lateRun = 0;
-      this.resets++;
-    }
+    if (!track) this.#tracks.set(kind, (track = { windows: [Infinity, Infinity], start: arrival, last: arrival }));
     if (arrival - track.start > TRANSIT_WINDOW_MS) {
       track.windows = [track.windows[1], Infinity];
       track.start = arrival;
     }
-    track.windows[1] = Math.min(track.windows[1], transit);
+    track.windows[1] = Math.min(track.windows[1], arrival - mediaMs);
     track.last = arrival;
   }
 
@@ -499,8 +479,6 @@ export function createStats(trace = false) {
     latencyMs: null,
     /** How long after capture objects are due (ms): the best transit of the slowest track, plus the jitter. */
     playoutDelayMs: null,
-    /** Times the playout delay grew because objects kept arriving after they were due. */
-    playoutResets: 0,
     /** Capture to the moment a decoded audio frame is due to be heard (ms), while audio plays. */
     audioLatencyMs: null,
     /** The AUDIO_LEVEL (LOC) of the newest audio object: -dBov, 0 loudest .. 127 silence; and its V flag. */
@@ -1243,7 +1221,6 @@ export class Player {
     stats.audioState = this.#audioContext?.state ?? null;
     const offset = this.clock.offset;
     stats.playoutDelayMs = offset === null ? null : Math.round(offset + Date.now() - now);
-    stats.playoutResets = this.clock.resets;
     const session = this.session;
     if (session && !this.#ownsSession) {
       // A shared session's bytes are everyone's: count this player's media payloads.
