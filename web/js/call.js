@@ -25,8 +25,8 @@
 // them off).
 
 import { loadConfig, queryNumber } from './config.js';
-import { displayName, namespaceFromPath } from './names.js';
-import { DEFAULTS, Player, createStats } from './player.js';
+import { displayName, namespaceFromPath, randomHex } from './names.js';
+import { DEFAULTS, Player, createStats, sharedAudioContext } from './player.js';
 import { PUBLISHER_DEFAULTS, Publisher, createPublisherStats } from './publisher.js';
 import { Session } from './session.js';
 import { SpeakerDetector } from './speaker.js';
@@ -65,22 +65,11 @@ window.moqStats = stats;
 const participants = new Map();
 const speaker = new SpeakerDetector();
 let retiredUpdates = 0; // priority updates of participants that left
-let audioContext = null;
 let publisher = null;
 let session = null;
 let stage = null;
 
-function randomHex(bytes) {
-  return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, '0')).join('');
-}
 
-function sharedAudioContext() {
-  if (!audioContext && typeof AudioContext !== 'undefined') {
-    audioContext = new AudioContext({ latencyHint: 'interactive', sampleRate: 48000 });
-    audioContext.resume().catch(() => {});
-  }
-  return audioContext;
-}
 
 function playerOptions(audioPriority, videoPriority) {
   return {
@@ -247,7 +236,8 @@ function show() {
   $('speaker').textContent = stats.activeSpeaker ?? '-';
   $('error').textContent = stats.lastError ?? pub.lastError ?? '-';
   if (stage) $('stage-latency').textContent = latencyText(stage.stats);
-  $('sound').hidden = !(audioContext && audioContext.state === 'suspended' && participants.size > 0);
+  const audio = participants.size > 0 ? sharedAudioContext() : null;
+  $('sound').hidden = !(audio && audio.state === 'suspended');
 }
 
 function showPreview() {

@@ -64,3 +64,8 @@ export function namespaceFromPath(pathname, prefix = '/watch/') {
 export function displayName(namespace) {
   return namespace.map((f) => decoder.decode(bytesOf(f))).join('/');
 }
+
+/** `bytes` random bytes as hex: the tail of a guest's name (`guest-xxxxxxxx`). */
+export function randomHex(bytes) {
+  return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, '0')).join('');
+}

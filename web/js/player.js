@@ -140,6 +140,17 @@ class RateMeter {
   }
 }
 
+let pageAudioContext = null;
+
+/** The page's one AudioContext, for every player on it (made, and asked to resume, on first use). */
+export function sharedAudioContext() {
+  if (!pageAudioContext && typeof AudioContext !== 'undefined') {
+    pageAudioContext = new AudioContext({ latencyHint: 'interactive', sampleRate: 48000 });
+    pageAudioContext.resume().catch(() => {});
+  }
+  return pageAudioContext;
+}
+
 /**
  * Media time (capture ms) to this page's clock (performance.now() ms); see the top of this file. The best
  * transit is kept per track, and the clock follows the slowest track's: audio coming through an encoder that
@@ -940,10 +951,7 @@ export class Player {
 
   /** The shared AudioContext (created on first use); null where Web Audio is missing. */
   audioContext() {
-    if (!this.#audioContext && typeof AudioContext !== 'undefined') {
-      this.#audioContext = new AudioContext({ latencyHint: 'interactive', sampleRate: 48000 });
-      this.#audioContext.resume().catch(() => {});
-    }
+    this.#audioContext ??= sharedAudioContext();
     return this.#audioContext;
   }
 

@@ -24,8 +24,8 @@
 // vbitrate, abitrate, gop, codec=vp8 (as on a call page).
 
 import { loadConfig, queryNumber } from './config.js';
-import { displayName, namespaceFromPath } from './names.js';
-import { DEFAULTS, Player, createStats, namespaceText } from './player.js';
+import { displayName, namespaceFromPath, randomHex } from './names.js';
+import { DEFAULTS, Player, createStats, namespaceText, sharedAudioContext } from './player.js';
 import { PUBLISHER_DEFAULTS, createPublisherStats } from './publisher.js';
 import { Session } from './session.js';
 import { STAGE_PRIORITY, StageSpot, StageView, checkStageName, stageNamespace, stageParticipants } from './stage.js';
@@ -51,23 +51,12 @@ window.moqStats = stats;
 const $ = (id) => document.getElementById(id);
 
 let session = null;
-let audioContext = null;
 /** @type {StageView | null} */
 let view = null;
 /** @type {StageSpot | null} */
 let spot = null;
 
-function randomHex(bytes) {
-  return Array.from(crypto.getRandomValues(new Uint8Array(bytes)), (b) => b.toString(16).padStart(2, '0')).join('');
-}
 
-function sharedAudioContext() {
-  if (!audioContext && typeof AudioContext !== 'undefined') {
-    audioContext = new AudioContext({ latencyHint: 'interactive', sampleRate: 48000 });
-    audioContext.resume().catch(() => {});
-  }
-  return audioContext;
-}
 
 function fail(err) {
   stats.lastError = String(err?.message ?? err);
