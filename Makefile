@@ -35,7 +35,7 @@ typecheck: setup
 	$(BIN)/mypy
 
 unit: setup
-	MOQ_REQUIRE_BROWSER=1 MOQ_REQUIRE_PEERS=1 MOQ_INTEROP_TIMEOUT_SCALE=3 $(BIN)/pytest -n $(JOBS) -q
+	MOQ_REQUIRE_BROWSER=1 MOQ_REQUIRE_PEERS=1 MOQ_INTEROP_TIMEOUT_SCALE=3 $(BIN)/pytest -n $(JOBS) --dist loadgroup -q
 
 test: setup browser peers lint typecheck unit
 
