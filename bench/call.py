@@ -27,11 +27,9 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from bench.common import (
@@ -41,14 +39,12 @@ from bench.common import (
     Table,
     TreeCpuWindow,
     children_of,
-    free_udp_port,
     latency_summary,
     percentile,
     process_tree,
-    start_process,
 )
 from bench.fanout import RunEnv, system_busy_seconds
-from bench.relays import GOAWAY_GRACE, RELAY_START_TIMEOUT, RelayProcess, moq_command
+from bench.relays import RelayProcess
 from tests.web.chromium import CHROMIUM, FAKE_MEDIA_FLAGS, Chromium, available
 
 ROOM = "bench-call"
@@ -588,52 +584,6 @@ def call_tables(runs: list[Json]) -> list[Table]:
 # -- running a call ------------------------------------------------------------------------------------------------
 
 
-async def start_relay(workdir: Path, tag: str) -> tuple[RelayProcess, int]:
-    """Our relay with its web pages, as its own process; (the relay, the pages' TCP port) once both listen.
-
-    No `--cert`: the relay makes a development certificate in its state directory, whose fingerprint the pages get
-    from `/config.json` (with a configured certificate the pages are HTTPS and get no fingerprint, and a browser
-    refuses a self-signed certificate)."""
-    port = free_udp_port()
-    log = workdir / f"relay-call{tag}.log"
-    config = workdir / "relay-call.toml"
-    config.write_text(f"goaway-grace = {GOAWAY_GRACE}\n")
-    args = [
-        *moq_command(),
-        "relay",
-        "--config",
-        str(config),
-        "--bind",
-        HOST,
-        "--port",
-        str(port),
-        "--state-dir",
-        str(workdir / "relay-call-state"),
-        "--web-port",
-        "0",
-        "--log-level",
-        "info",
-    ]
-    offset = log.stat().st_size if log.exists() else 0  # a kept workdir's log holds earlier runs' lines
-    proc = await start_process(args, log=log, stdout=False)
-    relay = RelayProcess("moq", proc, port, log, time.time())
-    deadline = time.monotonic() + RELAY_START_TIMEOUT
-    for _ in range(10_000):
-        if proc.returncode is not None:
-            raise RuntimeError(f"the relay exited at start; see {log}")
-        with log.open("rb") as f:
-            f.seek(offset)
-            text = f.read().decode(errors="replace")
-        web = re.search(r"web pages on HTTPS? port (\d+)", text)
-        if web and "relay listening on UDP port" in text:
-            return relay, int(web.group(1))
-        if time.monotonic() > deadline:
-            break
-        await asyncio.sleep(0.05)  # polling its log for the line that says it listens
-    await relay.stop()
-    raise TimeoutError(f"the relay did not listen within {RELAY_START_TIMEOUT} s; see {log}")
-
-
 async def snapshots(browsers: list[Chromium]) -> list[Snapshot | None]:
     """Every page's snapshot, asked at once (each drains its traces)."""
     values = await asyncio.gather(*(b.evaluate(SNAPSHOT_JS) for b in browsers), return_exceptions=True)
@@ -660,7 +610,9 @@ async def wait_joined(browsers: list[Chromium], names: list[str], timeout: float
 async def run_call(env: RunEnv, pages: int, seconds: float, warmup: float) -> Json:
     """One call of `pages` participants: join, warm up, measure for `seconds`; the figures."""
     load_before = load_average()
-    relay, web_port = await start_relay(env.workdir, f"-{pages}")
+    relay = await RelayProcess.start("moq", env.workdir, None, None, env.settings, tag=f"-call-{pages}")
+    assert relay.web_port is not None
+    web_port = relay.web_port
     names = [f"p{i + 1}" for i in range(pages)]
     browsers: list[Chromium] = []
     try:

@@ -8,6 +8,7 @@ stopped with SIGTERM (ours then sends GOAWAY and closes) when the part is done.
 from __future__ import annotations
 
 import asyncio
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ class RelayProcess:
     started: float
     #: `moq relay --workers`: a supervisor, a hub and this many relay processes sharing the port.
     workers: int = 1
+    #: The TCP port of its web pages (ours only).
+    web_port: int | None = None
 
     @property
     def label(self) -> str:
@@ -89,8 +92,8 @@ class RelayProcess:
         cls,
         kind: str,
         workdir: Path,
-        cert: Path,
-        key: Path,
+        cert: Path | None,
+        key: Path | None,
         settings: Settings,
         *,
         tag: str = "",
@@ -98,7 +101,9 @@ class RelayProcess:
         workers: int = 1,
     ) -> RelayProcess:
         """Start a relay of `kind` and wait until it listens. `wrapper` prefixes the command (a profiler);
-        `workers` > 1 runs `moq relay --workers` (one process per core sharing the port)."""
+        `workers` > 1 runs `moq relay --workers` (one process per core sharing the port). Ours without `cert`
+        makes a development certificate in its state directory, whose fingerprint its web pages hand to browsers
+        (`/config.json`; a browser refuses a self-signed certificate it is not told the hash of)."""
         port = free_udp_port()
         log = workdir / f"relay-{kind}{tag}.log"
         if kind == "moq":
@@ -114,12 +119,9 @@ class RelayProcess:
                 HOST,
                 "--port",
                 str(port),
-                "--cert",
-                str(cert),
-                "--key",
-                str(key),
+                *(["--cert", str(cert), "--key", str(key)] if cert is not None and key is not None else []),
                 "--state-dir",
-                str(workdir / "relay-state"),
+                str(workdir / f"relay-state{tag}"),
                 "--web-port",
                 "0",
                 "--cache-groups",
@@ -135,6 +137,8 @@ class RelayProcess:
             bin_dir = aiomoqt_bin()
             if bin_dir is None:
                 raise RuntimeError("aiomoqt is not installed (python -m interop.peers install)")
+            if cert is None or key is None:
+                raise ValueError("aiomoqt's relay needs a certificate")
             args = [
                 str(bin_dir / "moq-interop-relay"),
                 "--bind",
@@ -152,14 +156,21 @@ class RelayProcess:
             raise ValueError(f"unknown relay kind {kind!r}")
         if wrapper:
             args = [*wrapper, *args]
+        offset = log.stat().st_size if log.exists() else 0  # a kept workdir's log holds earlier runs' lines
         proc = await start_process(args, log=log, stdout=False)  # aiomoqt logs on stdout, ours on stderr
         relay = cls(kind, proc, port, log, time.time(), workers)
         deadline = time.monotonic() + RELAY_START_TIMEOUT
         for _ in range(10_000):
             if proc.returncode is not None:
                 raise RuntimeError(f"the {kind} relay exited at start; see {log}")
-            if ready_text in log.read_text(errors="replace"):
-                return relay
+            with log.open("rb") as f:
+                f.seek(offset)
+                text = f.read().decode(errors="replace")
+            if ready_text in text:
+                web = re.search(r"web pages on HTTPS? port (\d+)", text)
+                if kind != "moq" or web is not None:
+                    relay.web_port = int(web.group(1)) if web is not None else None
+                    return relay
             if time.monotonic() > deadline:
                 await relay.stop()
                 raise TimeoutError(f"the {kind} relay did not listen within {RELAY_START_TIMEOUT} s; see {log}")
