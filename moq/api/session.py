@@ -97,6 +97,9 @@ MAX_SUBSCRIPTION_BUFFER = 4096
 #: Streams the session asked to open that still wait for the peer's stream credit; past this the session is
 #: closed with INTERNAL_ERROR (a peer that never grants credit must not make us hoard data).
 MAX_PENDING_OPENS = 1024
+#: Our streams whose handle -> stream id mapping the session keeps before it forgets those of streams that are over
+#: (sent, acknowledged, forgotten by the transport): a long-lived relay session opens a stream per group.
+MAX_STREAM_MAP = 1024
 #: How long `connect()` / `serve()` wait for the peer's SETUP.
 SETUP_TIMEOUT = 10.0
 
@@ -310,8 +313,9 @@ class MoqSession:
         self.closed = asyncio.Event()
         self.close_reason: tuple[int, str] | None = None
         self._ready = asyncio.Event()
-        self._stream_ids: dict[int, int] = {}  # our handle -> real stream id
+        self._stream_ids: dict[int, int] = {}  # our handle -> real stream id (our streams only)
         self._handles: dict[int, int] = {}  # real stream id -> our handle
+        self._prune_at = MAX_STREAM_MAP
         self._pending: dict[int, list[SendStreamData | ResetStream | StopSending]] = {}
         self._answers: dict[int, asyncio.Future[Event]] = {}
         self._subscriptions: dict[int, Subscription] = {}
@@ -858,22 +862,18 @@ class MoqSession:
     def _on_transport_event(self, event: TransportEvent) -> None:
         now = self._loop.time()
         session = self.session
-        if isinstance(event, StreamDataReceived):
-            session.stream_data_received(
-                self._handles.get(event.stream_id, event.stream_id), event.data, event.end_stream, now
-            )
-        elif isinstance(event, StreamReset):
-            session.stream_reset(
-                self._handles.get(event.stream_id, event.stream_id),
-                event.code if event.code is not None else StreamResetCode.INTERNAL_ERROR,
-                now,
-            )
-        elif isinstance(event, StopSendingReceived):
-            session.stop_sending_received(
-                self._handles.get(event.stream_id, event.stream_id),
-                event.code if event.code is not None else StreamResetCode.INTERNAL_ERROR,
-                now,
-            )
+        if isinstance(event, (StreamDataReceived, StreamReset, StopSendingReceived)):
+            handle = self._handle(event.stream_id)
+            if handle is None:
+                return  # about a stream of ours that is over and forgotten
+            if isinstance(event, StreamDataReceived):
+                session.stream_data_received(handle, event.data, event.end_stream, now)
+            elif isinstance(event, StreamReset):
+                code = event.code if event.code is not None else StreamResetCode.INTERNAL_ERROR
+                session.stream_reset(handle, code, now)
+            else:
+                code = event.code if event.code is not None else StreamResetCode.INTERNAL_ERROR
+                session.stop_sending_received(handle, code, now)
         elif isinstance(event, DatagramReceived):
             session.datagram_received(event.data, now)
         elif isinstance(event, SessionClosed):
@@ -918,7 +918,9 @@ class MoqSession:
             if pending is not None:
                 pending.append(cmd)
                 return
-            sid = self._stream_ids.get(cmd.stream, cmd.stream)
+            sid = self._sid(cmd.stream)
+            if sid is None:
+                return  # a stream of ours that is over, whose mapping was forgotten: nothing left to do on it
             if isinstance(cmd, SendStreamData):
                 conn.send(sid, cmd.data, cmd.end_stream)
             elif isinstance(cmd, ResetStream):
@@ -951,6 +953,37 @@ class MoqSession:
     def _map(self, handle: int, sid: int) -> None:
         self._stream_ids[handle] = sid
         self._handles[sid] = handle
+        if len(self._stream_ids) > self._prune_at:
+            self._forget_finished_streams()
+
+    def _is_ours(self, stream: int) -> bool:
+        """Whether a handle or stream id names a stream we opened (the initiator bit, as QUIC numbers them)."""
+        return (stream & 1 == 0) == self.conn.is_client  # bit 0: 0 for client-initiated (RFC 9000 §2.1)
+
+    def _sid(self, handle: int) -> int | None:
+        """The stream id of a handle: the mapped one for our streams (None once forgotten), the same number for
+        the peer's streams."""
+        sid = self._stream_ids.get(handle)
+        if sid is None and not self._is_ours(handle):
+            return handle
+        return sid
+
+    def _handle(self, sid: int) -> int | None:
+        """The handle of a stream id: None for one of ours whose mapping was forgotten (its events are late)."""
+        handle = self._handles.get(sid)
+        if handle is None and not self._is_ours(sid):
+            return sid
+        return handle
+
+    def _forget_finished_streams(self) -> None:
+        """Drop the mappings of our streams that are over: the transport has forgotten them and holds nothing of
+        them (all sent and acknowledged, or reset): no command can act on them any more (bounded: MAX_STREAM_MAP)."""
+        conn = self.conn
+        for handle, sid in list(self._stream_ids.items()):
+            if handle not in self._pending and conn.stream_priority(sid) is None and not conn.stream_buffered(sid):
+                del self._stream_ids[handle]
+                self._handles.pop(sid, None)
+        self._prune_at = max(MAX_STREAM_MAP, 2 * len(self._stream_ids))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -1058,7 +1091,8 @@ class MoqSession:
             if pending is not None:
                 total += sum(len(cmd.data) for cmd in pending if isinstance(cmd, SendStreamData))
             else:
-                total += self.conn.stream_buffered(self._stream_ids.get(handle, handle))
+                sid = self._sid(handle)
+                total += self.conn.stream_buffered(sid) if sid is not None else 0
         return total
 
     def _answer_update(self, event: RequestUpdated) -> None:
