@@ -114,7 +114,7 @@ class UdpEndpoint(asyncio.DatagramTransport, asyncio.ReadTransport):
     def get_write_buffer_size(self) -> int:
         return 0
 
-    # -- batching
+    # -- sending runs of datagrams (GSO)
 
     def cork(self) -> None:
         """Hold datagrams until `uncork()`, which sends runs of them to one address with one system call each."""
