@@ -51,6 +51,12 @@ def setup_logging(level: str) -> None:
 @click.option("--rendezvous-timeout", type=float, help="Seconds a SUBSCRIBE waits for a publisher by default.")
 @click.option("--web-port", type=int, help="TCP port of the browser pages (default 8080; HTTPS with --cert).")
 @click.option("--max-datagram-size", type=click.IntRange(1200, 65527), help="QUIC packet size (default 1200).")
+@click.option(
+    "--pmtu-discovery/--no-pmtu-discovery",
+    "path_mtu_discovery",
+    default=None,
+    help="Probe each path and send 1452-byte packets where it takes them (default on).",
+)
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), help="Default info.")
 @click.option(
     "--workers",

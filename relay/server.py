@@ -102,6 +102,7 @@ async def start_relay(
         versions=tuple(Version(v) for v in config.versions),
         prepare=relay.prepare,
         max_datagram_size=config.max_datagram_size,
+        path_mtu_discovery=config.path_mtu_discovery,
         reuse_port=reuse_port,
     )
     relay.start()

@@ -52,6 +52,7 @@ async def serve(
     prepare: Callable[[MoqSession], None] | None = None,
     max_datagram_size: int | None = None,
     reuse_port: bool = False,
+    path_mtu_discovery: bool = True,
 ) -> server.MoqtServer:
     """Serve raw QUIC and WebTransport on one UDP port; each session, once SETUP is done, goes to `handler`,
     which owns it until it returns (then the session is closed).
@@ -59,8 +60,9 @@ async def serve(
     `prepare(session)` runs before SETUP is exchanged: install request handlers there, because a peer may
     pipeline requests right behind its SETUP (§6.3) and they are dispatched as soon as they arrive.
     `max_datagram_size` is the QUIC packet size (aioquic's 1200 by default; 1452 costs less CPU per byte where
-    the path carries it). `reuse_port`: bind with SO_REUSEPORT, sharing the port with other processes that do
-    (a relay's workers)."""
+    the path carries it); with `path_mtu_discovery`, each connection probes its path and grows its packets to
+    1452 bytes where the path and the peer take them (moq.transport.pmtu). `reuse_port`: bind with
+    SO_REUSEPORT, sharing the port with other processes that do (a relay's workers)."""
 
     async def on_connection(conn: TransportConnection) -> None:
         session = MoqSession(conn)
@@ -87,4 +89,5 @@ async def serve(
         handler=on_connection,
         max_datagram_size=max_datagram_size,
         reuse_port=reuse_port,
+        path_mtu_discovery=path_mtu_discovery,
     )

@@ -10,9 +10,15 @@ upgrade renames one, `check_compatibility()` (run by the tests) fails here, not 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
+from typing import Any
 
+from aioquic import tls as aioquic_tls
+from aioquic.buffer import Buffer, BufferReadError
 from aioquic.quic import events
-from aioquic.quic.connection import QuicConnection, QuicConnectionState
+from aioquic.quic.connection import END_STATES, NetworkAddress, QuicConnection, QuicConnectionState
+from aioquic.quic.packet import QuicFrameType, QuicPacketType, pull_quic_transport_parameters
+from aioquic.quic.packet_builder import QuicPacketBuilder, QuicSentPacket
 from aioquic.quic.stream import QuicStream, QuicStreamSender
 from cryptography import x509
 
@@ -21,13 +27,19 @@ __all__ = [
     "check_compatibility",
     "closed_by_peer",
     "congestion_window_available",
+    "current_network_path",
     "connection_send_credit",
     "drop_oldest_datagrams",
+    "handshake_confirmed",
+    "max_datagram_size",
+    "peer_max_udp_payload_size",
     "peer_certificate",
     "peer_max_datagram_frame_size",
     "peer_stream_limit",
     "pending_close",
     "replace_pending_close_reason",
+    "send_padded_ping",
+    "set_max_datagram_size",
     "send_side_finished",
     "stream_send_buffered",
     "stream_send_credit",
@@ -169,6 +181,99 @@ def replace_pending_close_reason(quic: QuicConnection, error_code: int, reason: 
     return True
 
 
+#: The largest UDP payload a peer takes when its transport parameters do not say (RFC 9000 §18.2).
+DEFAULT_MAX_UDP_PAYLOAD_SIZE = 65527
+
+
+def handshake_confirmed(quic: QuicConnection) -> bool:
+    """True once the handshake is confirmed (RFC 9001 §4.1.2): 1-RTT packets only from now on."""
+    return bool(quic._handshake_confirmed)
+
+
+def max_datagram_size(quic: QuicConnection) -> int:
+    """The size aioquic builds datagrams at now (its configuration's `max_datagram_size` until changed)."""
+    return int(quic._max_datagram_size)
+
+
+def set_max_datagram_size(quic: QuicConnection, size: int) -> None:
+    """Build datagrams of up to `size` bytes from now on: the path took a probe of that size (moq.transport.pmtu).
+
+    aioquic reads the size afresh for each batch of packets it builds; its congestion controller keeps counting
+    in units of the initial size, which only makes its window's granularity a little coarser.
+    """
+    quic._max_datagram_size = size
+
+
+def current_network_path(quic: QuicConnection) -> object | None:
+    """The network path packets go on now (an opaque token: a new object once the peer's address changes)."""
+    paths = quic._network_paths
+    return paths[0] if paths else None
+
+
+def peer_max_udp_payload_size(quic: QuicConnection) -> int:
+    """The peer's max_udp_payload_size transport parameter (RFC 9000 §18.2), 65527 when it sent none.
+
+    aioquic validates the parameter and then forgets it, so it is read again from the TLS extension.
+    """
+    tls = getattr(quic, "tls", None)
+    for ext_type, ext_data in getattr(tls, "received_extensions", None) or ():
+        if ext_type == aioquic_tls.ExtensionType.QUIC_TRANSPORT_PARAMETERS:
+            try:
+                parameters = pull_quic_transport_parameters(Buffer(data=ext_data))
+            except (BufferReadError, ValueError):
+                break
+            if parameters.max_udp_payload_size is not None:
+                return int(parameters.max_udp_payload_size)
+            break
+    return DEFAULT_MAX_UDP_PAYLOAD_SIZE
+
+
+class _ProbeBuilder(QuicPacketBuilder):
+    """A packet builder whose packets are not in flight: neither counted against the congestion window nor, once
+    lost, a congestion signal (RFC 9000 §14.4: the loss of a PMTU probe says nothing about congestion)."""
+
+    def flush(self) -> tuple[list[bytes], list[QuicSentPacket]]:
+        datagrams, packets = super().flush()
+        for packet in packets:
+            packet.in_flight = False
+        return datagrams, packets
+
+
+def send_padded_ping(
+    quic: QuicConnection, size: int, now: float, handler: Callable[..., None], *args: Any
+) -> list[tuple[bytes, NetworkAddress]]:
+    """Build one 1-RTT packet of exactly `size` bytes, a PING padded with PADDING frames (a PMTU probe, RFC 9000
+    §14.4), and register it with aioquic's loss recovery; return the datagram to send and its address.
+
+    `handler(QuicDeliveryState, *args)` is called once the packet is acknowledged or declared lost. Nothing is
+    built before the handshake is confirmed or once the connection is closing. Must not be called from inside
+    aioquic (between `receive_datagram()` and `datagrams_to_send()` is fine).
+    """
+    if quic._state in END_STATES or not handshake_confirmed(quic) or not quic._network_paths:
+        return []
+    crypto = quic._cryptos[aioquic_tls.Epoch.ONE_RTT]
+    if not crypto.send.is_valid() or quic._version is None:
+        return []
+    builder = _ProbeBuilder(
+        host_cid=quic.host_cid,
+        is_client=quic._is_client,
+        max_datagram_size=size,
+        packet_number=quic._packet_number,
+        peer_cid=quic._peer_cid.cid,
+        quic_logger=quic._quic_logger,
+        spin_bit=quic._spin_bit,
+        version=quic._version,
+    )
+    builder.start_packet(QuicPacketType.ONE_RTT, crypto)
+    builder.start_frame(QuicFrameType.PING, handler=handler, handler_args=args)
+    # The packet is padded inside, to the builder's whole size (what aioquic does for PATH_CHALLENGE at 1200).
+    builder._datagram_needs_padding = True
+    datagrams: list[tuple[bytes, NetworkAddress]] = quic._flush_builder(
+        builder=builder, network_path=quic._network_paths[0], peer_cid=quic._peer_cid.cid, now=now
+    )
+    return datagrams
+
+
 def check_compatibility(quic: QuicConnection) -> None:
     """Raise AttributeError if an aioquic internal used by this module is missing (call with a live connection)."""
     for name in (
@@ -185,12 +290,27 @@ def check_compatibility(quic: QuicConnection) -> None:
         "_close_event",
         "_close_pending",
         "_state",
+        "_handshake_confirmed",
+        "_max_datagram_size",
+        "_cryptos",
+        "_packet_number",
+        "_peer_cid",
+        "_network_paths",
+        "_spin_bit",
+        "_flush_builder",
     ):
         if not hasattr(quic, name):
             raise AttributeError(f"aioquic QuicConnection has no {name}: moq.transport._aioquic needs updating")
     for name in ("congestion_window", "bytes_in_flight"):
         if not hasattr(quic._loss, name):
             raise AttributeError(f"aioquic QuicPacketRecovery has no {name}: moq.transport._aioquic needs updating")
+    if not hasattr(
+        QuicPacketBuilder(host_cid=b"", peer_cid=b"", version=1, is_client=True, max_datagram_size=1200),
+        "_datagram_needs_padding",
+    ):
+        raise AttributeError(
+            "aioquic QuicPacketBuilder has no _datagram_needs_padding: moq.transport._aioquic needs updating"
+        )
     sender = QuicStreamSender(stream_id=0, writable=True)
     for name in ("_buffer_start", "_buffer_stop", "_buffer_fin", "_reset_error_code", "highest_offset", "is_finished"):
         if not hasattr(sender, name):

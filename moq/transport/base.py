@@ -63,7 +63,7 @@ from aioquic.quic.connection import QuicConnection, stream_is_client_initiated, 
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType
 from cryptography.hazmat.primitives import serialization
 
-from moq.transport import _aioquic
+from moq.transport import _aioquic, pmtu
 from moq.transport.errors import CertificateMismatch, SessionClosedError, StreamStateError
 from moq.transport.events import (
     DatagramReceived,
@@ -284,9 +284,15 @@ class MoqtQuicProtocol(QuicConnectionProtocol):
     and buffer its data forever when nobody reads it.
     """
 
-    def __init__(self, quic: QuicConnection, stream_handler: QuicStreamHandler | None = None) -> None:
+    def __init__(
+        self, quic: QuicConnection, stream_handler: QuicStreamHandler | None = None, *, probe_path_mtu: bool = True
+    ) -> None:
         super().__init__(quic, stream_handler)
         self.connection: TransportConnection | None = None
+        #: Finds out whether the path takes packets bigger than the configured size (None: not probing).
+        self.pmtu: pmtu.PathMtuProber | None = (
+            pmtu.PathMtuProber(quic) if probe_path_mtu and pmtu.PROBED_DATAGRAM_SIZES else None
+        )
 
     @property
     def quic(self) -> QuicConnection:
@@ -302,6 +308,11 @@ class MoqtQuicProtocol(QuicConnectionProtocol):
         # processed, aioquic's timers): top aioquic up from the scheduler's queues first.
         if self.connection is not None:
             self.connection._before_transmit()
+        if self.pmtu is not None and self._transport is not None:
+            # A probe goes out alone, not in a GSO run of the connection's packets (it is bigger than they are,
+            # and a send the kernel refuses for its size must not take them down with it).
+            for data, addr in self.pmtu.poll(self._loop.time()):
+                self._transport.sendto(data, addr)
         if isinstance(self._transport, UdpEndpoint):
             self._transport.cork()
             try:

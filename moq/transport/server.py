@@ -51,7 +51,7 @@ class _ServerProtocol(MoqtQuicProtocol):
     """Picks raw QUIC or WebTransport for its connection once TLS has chosen the ALPN."""
 
     def __init__(self, quic: QuicConnection, stream_handler: QuicStreamHandler | None = None, *, server: MoqtServer):
-        super().__init__(quic, stream_handler)
+        super().__init__(quic, stream_handler, probe_path_mtu=server.path_mtu_discovery)
         self._server = server
 
     def quic_event_received(self, event: quic_events.QuicEvent) -> None:
@@ -80,6 +80,7 @@ class MoqtServer:
         idle_timeout: float = 60.0,
         max_datagram_size: int | None = None,
         webtransport: bool = True,
+        path_mtu_discovery: bool = True,
     ) -> None:
         if not versions:
             raise ValueError("a server needs at least one MOQT version")
@@ -87,6 +88,8 @@ class MoqtServer:
         #: The ALPNs we accept, in preference order.
         self.alpns = [v.alpn for v in self.versions] + (["h3"] if webtransport else [])
         self.certificate = certificate
+        #: Probe each connection's path for packets bigger than the configured size (moq.transport.pmtu).
+        self.path_mtu_discovery = path_mtu_discovery
         self._handler = handler
         self._allowed_origins = allowed_origins
         self._max_inflight_uni_streams = max_inflight_uni_streams
@@ -266,6 +269,7 @@ async def serve(
     max_inflight_uni_streams: int = MAX_INFLIGHT_UNI_STREAMS,
     idle_timeout: float = 60.0,
     max_datagram_size: int | None = None,
+    path_mtu_discovery: bool = True,
     webtransport: bool = True,
     reuse_port: bool = False,
 ) -> MoqtServer:
@@ -285,6 +289,7 @@ async def serve(
         max_inflight_uni_streams=max_inflight_uni_streams,
         idle_timeout=idle_timeout,
         max_datagram_size=max_datagram_size,
+        path_mtu_discovery=path_mtu_discovery,
         webtransport=webtransport,
     )
     await server.start(host, port, reuse_port=reuse_port)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
 import struct
@@ -44,7 +45,14 @@ MAX_GSO_SEGMENTS = 64
 MAX_GSO_BYTES = 65000
 #: Linux's UDP_SEGMENT socket option (linux/udp.h): the segment size of a GSO send.
 UDP_SEGMENT = 103
-#: The largest UDP payload we read (aioquic never sends more than 1500; a bigger one is not QUIC we speak).
+#: Linux's socket options that set Don't Fragment on every datagram (linux/in.h, linux/in6.h): IP_MTU_DISCOVER and
+#: IPV6_MTU_DISCOVER with IP(V6)_PMTUDISC_PROBE. A datagram bigger than the local link's MTU then fails with
+#: EMSGSIZE instead of leaving in IP fragments, which is what makes a path MTU probe mean something
+#: (moq.transport.pmtu; RFC 9000 §14 forbids fragmenting QUIC datagrams anyway).
+IP_MTU_DISCOVER = 10
+IPV6_MTU_DISCOVER = 23
+PMTUDISC_PROBE = 3
+#: The largest UDP payload we read (a peer may send up to our max_udp_payload_size, 65527 when unsaid).
 MAX_DATAGRAM_READ = 65536
 
 
@@ -158,6 +166,11 @@ class UdpEndpoint(asyncio.DatagramTransport, asyncio.ReadTransport):
         except (BlockingIOError, InterruptedError):
             self.send_dropped += len(datagrams)
         except OSError as exc:
+            if exc.errno == errno.EMSGSIZE:
+                # Bigger than the link takes: dropped (QUIC resends), and GSO stays on for the next run.
+                self.send_dropped += len(datagrams)
+                self._protocol.error_received(exc)
+                return
             # No UDP GSO here (an older kernel, another OS, a device without it): send them one by one from now on.
             logger.info("UDP GSO unavailable (%s): sending datagrams one by one", exc)
             self._gso = False
@@ -197,7 +210,21 @@ async def open_udp_endpoint(protocol_factory: Any, sock: socket.socket) -> tuple
     """Like `loop.create_datagram_endpoint(protocol_factory, sock=sock)`, with this module's endpoint."""
     loop = asyncio.get_running_loop()
     sock.setblocking(False)
+    set_dont_fragment(sock)
     protocol: asyncio.DatagramProtocol = protocol_factory()
     endpoint = UdpEndpoint(loop, sock, protocol)
     endpoint._start()
     return endpoint, protocol
+
+
+def set_dont_fragment(sock: socket.socket) -> bool:
+    """Set Don't Fragment on everything `sock` sends (Linux; see IP_MTU_DISCOVER above); False where it cannot."""
+    done = False
+    levels = [(socket.IPPROTO_IP, IP_MTU_DISCOVER)]
+    if sock.family == socket.AF_INET6:
+        levels.append((socket.IPPROTO_IPV6, IPV6_MTU_DISCOVER))  # a dual-stack socket: IPv4-mapped peers too
+    for level, option in levels:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(level, option, PMTUDISC_PROBE)
+            done = True
+    return done

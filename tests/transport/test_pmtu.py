@@ -1,0 +1,195 @@
+"""Path MTU discovery (moq/transport/pmtu.py): packets grow to 1452 bytes where the path takes them, and stay at
+1200 where it does not.
+
+Real QUIC sessions on loopback, through a UDP forwarder between client and server that records every datagram's
+size and can drop the ones bigger than a limit (a path with a smaller MTU, as a tunnel would have).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from aioquic.buffer import Buffer
+from aioquic.quic.packet import QuicTransportParameters, push_quic_transport_parameters
+
+from moq.transport import CertificateBundle, TransportConnection, TransportKind, _aioquic, connect, pmtu, serve
+from moq.transport.base import MoqtQuicProtocol
+from tests.transport.helpers import KINDS, finish, run, url_for
+from tests.transport.test_transport import read_stream
+
+BASE = 1200
+PROBED = pmtu.PROBED_DATAGRAM_SIZES[0]
+
+
+class Forwarder(asyncio.DatagramProtocol):
+    """A UDP path between one client and a server: forwards both ways, records sizes, drops datagrams > `mtu`."""
+
+    def __init__(self, server: tuple[str, int], mtu: int) -> None:
+        self.server = server
+        self.mtu = mtu
+        self.client: Any = None
+        self.transport: asyncio.DatagramTransport | None = None
+        self.to_server: list[int] = []
+        self.to_client: list[int] = []
+        self.dropped = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # asyncio's is a DatagramTransport, unregistered
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        assert self.transport is not None
+        from_server = addr == self.server
+        if not from_server:
+            self.client = addr
+        (self.to_client if from_server else self.to_server).append(len(data))
+        if len(data) > self.mtu:
+            self.dropped += 1
+            return
+        target = self.client if from_server else self.server
+        if target is not None:
+            self.transport.sendto(data, target)
+
+
+async def through_forwarder(
+    kind: TransportKind, certificate: CertificateBundle, mtu: int
+) -> tuple[Any, Forwarder, TransportConnection, TransportConnection]:
+    server = await serve("127.0.0.1", 0, certificate=certificate)
+    loop = asyncio.get_running_loop()
+    transport, forwarder = await loop.create_datagram_endpoint(
+        lambda: Forwarder(("127.0.0.1", server.port), mtu), local_addr=("127.0.0.1", 0)
+    )
+    forwarder.transport = transport
+    port = transport.get_extra_info("sockname")[1]
+    client = await connect(url_for(kind, port), fingerprint=certificate.fingerprint)
+    peer = await asyncio.wait_for(server.accept(), 10)
+    return server, forwarder, peer, client
+
+
+def prober(connection: TransportConnection) -> pmtu.PathMtuProber:
+    protocol = connection._protocol
+    assert isinstance(protocol, MoqtQuicProtocol) and protocol.pmtu is not None
+    return protocol.pmtu
+
+
+async def exchange_until(peer: TransportConnection, client: TransportConnection, done: Callable[[], bool]) -> int:
+    """Send a stream of 20 KB each way, again and again, until `done()` (at most 200 rounds); the rounds it took."""
+    payload = bytes(range(256)) * 80
+    for rounds in range(1, 201):
+        for sender, receiver in ((peer, client), (client, peer)):
+            stream_id = sender.try_open_uni_stream()
+            assert stream_id is not None
+            sender.send(stream_id, payload, end_stream=True)
+            _, data = await asyncio.wait_for(read_stream(receiver, stream_id), 10)
+            assert data == payload
+        if done():
+            return rounds
+    raise AssertionError("not done after 200 rounds")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_packets_grow_to_the_probed_size_on_a_path_that_takes_it(
+    kind: TransportKind, certificate: CertificateBundle
+) -> None:
+    async def scenario() -> None:
+        server, path, peer, client = await through_forwarder(kind, certificate, mtu=1500)
+        try:
+            server_side, client_side = prober(peer), prober(client)
+            await exchange_until(peer, client, lambda: server_side.size == PROBED and client_side.size == PROBED)
+            assert (server_side.probes_sent, server_side.probes_acked, server_side.probes_lost) == (1, 1, 0)
+            assert (client_side.probes_sent, client_side.probes_acked, client_side.probes_lost) == (1, 1, 0)
+            # From now on, full packets are PROBED bytes in both directions; none bigger.
+            seen = len(path.to_client), len(path.to_server)
+            await exchange_until(peer, client, lambda: True)
+            to_client, to_server = path.to_client[seen[0] :], path.to_server[seen[1] :]
+            assert max(to_client) == PROBED and max(to_server) == PROBED
+            assert to_client.count(PROBED) >= 10 and to_server.count(PROBED) >= 10
+            assert path.dropped == 0
+        finally:
+            await finish(client)
+            server.close()
+            await server.wait_closed()
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_path_that_drops_big_packets_keeps_the_connection_at_1200_bytes(
+    kind: TransportKind, certificate: CertificateBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pmtu, "PROBE_RETRY_SECONDS", 0.05)
+
+    async def scenario() -> None:
+        server, path, peer, client = await through_forwarder(kind, certificate, mtu=1400)
+        try:
+            server_side, client_side = prober(peer), prober(client)
+            gave_up = (pmtu.MAX_PROBES, 0, pmtu.MAX_PROBES)
+            rounds = await exchange_until(
+                peer,
+                client,
+                lambda: (
+                    (server_side.probes_sent, server_side.probes_acked, server_side.probes_lost) == gave_up
+                    and (client_side.probes_sent, client_side.probes_acked, client_side.probes_lost) == gave_up
+                ),
+            )
+            assert server_side.size == BASE and client_side.size == BASE
+            # Every probe was dropped on the path; nothing else was, and the data kept flowing meanwhile.
+            assert path.dropped == 2 * pmtu.MAX_PROBES
+            # Probes stop: more traffic sends none.
+            await exchange_until(peer, client, lambda: True)
+            assert server_side.probes_sent == client_side.probes_sent == pmtu.MAX_PROBES
+            assert path.dropped == 2 * pmtu.MAX_PROBES and rounds >= 1
+            assert max(path.to_client[-20:]) <= BASE
+            # A lost probe is no congestion signal (RFC 9000 §14.4): no congestion event ever set a threshold.
+            assert peer._quic._loss._cc.ssthresh is None and client._quic._loss._cc.ssthresh is None
+        finally:
+            await finish(client)
+            server.close()
+            await server.wait_closed()
+
+    run(scenario())
+
+
+def test_probing_can_be_turned_off(certificate: CertificateBundle) -> None:
+    async def scenario() -> None:
+        server = await serve("127.0.0.1", 0, certificate=certificate, path_mtu_discovery=False)
+        try:
+            client = await connect(url_for(KINDS[0], server.port), fingerprint=certificate.fingerprint)
+            peer = await asyncio.wait_for(server.accept(), 10)
+            protocol = peer._protocol
+            assert isinstance(protocol, MoqtQuicProtocol) and protocol.pmtu is None
+            await exchange_until(peer, client, lambda: prober(client).size == PROBED)
+            assert _aioquic.max_datagram_size(peer._quic) == BASE  # the server still sends 1200
+            await finish(client)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    run(scenario())
+
+
+class FakeTls:
+    def __init__(self, extensions: list[tuple[int, bytes]]) -> None:
+        self.received_extensions = extensions
+
+
+class FakeQuic:
+    def __init__(self, extensions: list[tuple[int, bytes]]) -> None:
+        self.tls = FakeTls(extensions)
+
+
+def transport_parameters(**fields: Any) -> bytes:
+    buf = Buffer(capacity=512)
+    push_quic_transport_parameters(buf, QuicTransportParameters(**fields))
+    return buf.data
+
+
+def test_the_peers_max_udp_payload_size_is_read_from_its_transport_parameters() -> None:
+    ext = 0x39  # quic_transport_parameters (RFC 9001 §8.2)
+    said = FakeQuic([(ext, transport_parameters(max_udp_payload_size=1350))])
+    unsaid = FakeQuic([(ext, transport_parameters(initial_max_data=1000))])
+    assert _aioquic.peer_max_udp_payload_size(said) == 1350  # type: ignore[arg-type]
+    assert _aioquic.peer_max_udp_payload_size(unsaid) == 65527  # type: ignore[arg-type]
+    assert _aioquic.peer_max_udp_payload_size(FakeQuic([])) == 65527  # type: ignore[arg-type]
