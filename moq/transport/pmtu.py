@@ -5,15 +5,15 @@ QUIC path must carry) for the whole connection. Its per-packet work (building, e
 back) is most of a relay's CPU, whatever the packet's size, so bigger packets cost less per byte: on this
 machine's loopback, 1452-byte packets cost 12% less CPU per byte than 1200-byte ones (bench/, the ceiling).
 
-`PathMtuProber` does what RFC 8899 (DPLPMTUD) calls probing, in its simplest form: once the handshake is
-confirmed, it sends one probe packet of the next size in `PROBED_DATAGRAM_SIZES` that the peer's
-max_udp_payload_size allows (a PING padded to that size: RFC 9000 §14.4). When the peer acknowledges it, the
-connection's packets grow to that size; a probe lost MAX_PROBES times in a row (the path, or the peer's
+`PathMtuProber` does what RFC 8899 (DPLPMTUD) calls probing, in its simplest form: once the handshake is confirmed,
+it sends one probe packet of the next size in `PROBED_DATAGRAM_SIZES`, or of the peer's max_udp_payload_size where
+that is smaller (picoquic says 1440): a PING padded to that size (RFC 9000 §14.4). When the peer acknowledges it,
+the connection's packets grow to that size; a probe lost MAX_PROBES times in a row (the path, or the peer's
 receiver, does not take that size) leaves them as they were, and probing stops. Probes are not in flight for
-congestion control: their loss is no congestion signal (RFC 9000 §14.4). The UDP socket sends with Don't
-Fragment set (moq.transport.udp), so a probe bigger than the local link's MTU fails at once instead of being
-cut into IP fragments that would pass where a whole packet of that size would not. If the peer's address
-changes (a migration, a NAT rebinding), the size falls back to the configured one and probing starts again.
+congestion control: their loss is no congestion signal (RFC 9000 §14.4). The UDP socket sends with Don't Fragment
+set (moq.transport.udp), so a probe bigger than the local link's MTU fails at once instead of being cut into IP
+fragments that would pass where a whole packet of that size would not. If the peer's address changes (a migration,
+a NAT rebinding), the size falls back to the configured one and probing starts again.
 
 Not done: black-hole detection after success (RFC 8899 §4.3; a path whose MTU shrinks mid-connection loses the
 connection), and sizes above 1452: bigger packets only pass on loopback and jumbo-frame links, and a benchmark
@@ -95,8 +95,9 @@ class PathMtuProber:
         self._path = path
         if not first:
             _aioquic.set_max_datagram_size(self._quic, self.base_size)
+        # A peer that takes less than a probed size gets probed at its own limit instead (picoquic says 1440).
         peer_limit = _aioquic.peer_max_udp_payload_size(self._quic)
-        self._candidates = [s for s in self._sizes if s <= peer_limit]
+        self._candidates = sorted({min(s, peer_limit) for s in self._sizes if min(s, peer_limit) > self.base_size})
         self._losses = 0
         self._retry_at = 0.0
 

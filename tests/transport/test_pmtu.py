@@ -152,6 +152,27 @@ def test_a_path_that_drops_big_packets_keeps_the_connection_at_1200_bytes(
     run(scenario())
 
 
+def test_a_peer_that_takes_less_is_probed_at_its_own_limit(
+    certificate: CertificateBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """picoquic's max_udp_payload_size is 1440: its connections are probed at 1440, not left at 1200."""
+    monkeypatch.setattr(_aioquic, "peer_max_udp_payload_size", lambda quic: 1300)
+
+    async def scenario() -> None:
+        server, path, peer, client = await through_forwarder(KINDS[0], certificate, mtu=1500)
+        try:
+            await exchange_until(peer, client, lambda: prober(peer).size == 1300 and prober(client).size == 1300)
+            seen = len(path.to_client)
+            await exchange_until(peer, client, lambda: True)
+            assert max(path.to_client[seen:]) == 1300
+        finally:
+            await finish(client)
+            server.close()
+            await server.wait_closed()
+
+    run(scenario())
+
+
 def test_probing_can_be_turned_off(certificate: CertificateBundle) -> None:
     async def scenario() -> None:
         server = await serve("127.0.0.1", 0, certificate=certificate, path_mtu_discovery=False)
