@@ -288,6 +288,16 @@ class Bench:
                     "yes" if share >= 0.8 else "no",
                 ]
             )
+            many = parts.get("ceiling", {}).get("ceiling_many_connections_mbit_s")
+            if many:
+                summary["egress_share_of_many_connection_ceiling"] = round(best["delivered_mbit_s"] / many, 3)
+                table.rows.append(
+                    [
+                        "the same, against the ceiling of one sender to many connections (the relay's shape)",
+                        f"{best['delivered_mbit_s']} of {many} Mbit/s = {best['delivered_mbit_s'] / many:.0%}",
+                        "yes" if best["delivered_mbit_s"] >= 0.8 * many else "no",
+                    ]
+                )
             costs = [r["relay_cpu_ms_per_mb"] for r in ours if r.get("relay_cpu_ms_per_mb")]
             relay_core = per_core_mbit_s(min(costs)) if costs else None
             sender_core = parts.get("ceiling", {}).get("sender_per_core_mbit_s")
