@@ -33,7 +33,7 @@ class Settings:
     cache_bytes: int = 8 * 1024 * 1024
     # Part 3, aiomoqt's relay with the same workload, and aiomoqt's subscribers as a cheaper load generator.
     aiomoqt_counts: tuple[int, ...] = (10, 50, 100, 200)
-    loadgen_counts: tuple[int, ...] = (100, 200, 400)
+    loadgen_counts: tuple[int, ...] = (100, 200, 300, 400)
     #: Our relay in the load-generator part: one process, and `moq relay --workers N` for each N > 1 here.
     relay_workers: tuple[int, ...] = (1, 2)
     # Part 4, slow subscriber.
