@@ -97,6 +97,13 @@ MAX_SUBSCRIPTION_BUFFER = 4096
 #: Streams the session asked to open that still wait for the peer's stream credit; past this the session is
 #: closed with INTERNAL_ERROR (a peer that never grants credit must not make us hoard data).
 MAX_PENDING_OPENS = 1024
+#: How long a data stream of ours may wait for the peer's stream credit (or for our cap on streams in flight) while
+#: a newer group of its subscription is ready, before it is given up: it never opens, its group is dropped
+#: (counted in groups_dropped), and the subscriber gets the newer groups. A subscriber that takes streams more slowly
+#: than the track makes groups (audio: 50 one-object groups a second; a browser whose page is starved, a long RTT
+#: with MAX_INFLIGHT_UNI_STREAMS in flight) would otherwise get every group, oldest first, later and later: the byte
+#: backlog of such a track (a few KB a second) never reaches MAX_SUBSCRIPTION_BACKLOG_BYTES.
+MAX_STREAM_OPEN_WAIT_SECONDS = 0.5
 #: Our streams whose handle -> stream id mapping the session keeps before it forgets those of streams that are over
 #: (sent, acknowledged, forgotten by the transport): a long-lived relay session opens a stream per group.
 MAX_STREAM_MAP = 1024
@@ -317,6 +324,7 @@ class MoqSession:
         self._handles: dict[int, int] = {}  # real stream id -> our handle
         self._prune_at = MAX_STREAM_MAP
         self._pending: dict[int, list[SendStreamData | ResetStream | StopSending]] = {}
+        self._opening: dict[int, tuple[float, asyncio.Task[None]]] = {}  # pending handle -> (since, its opener)
         self._answers: dict[int, asyncio.Future[Event]] = {}
         self._subscriptions: dict[int, Subscription] = {}
         self._watches: dict[int, NamespaceWatch] = {}
@@ -719,6 +727,20 @@ class MoqSession:
 
         expirer = asyncio.ensure_future(expire_subgroups()) if timeouts.subgroup else None
 
+        def drop_unopened_before(group: int) -> None:
+            """Give up streams of older groups that have waited MAX_STREAM_OPEN_WAIT_SECONDS to open (see there)."""
+            now = time.monotonic()
+            dropped: set[int] = set()
+            for key, handle in [*streams.items(), *((k, h) for h, k in finished.items())]:
+                since = self._waiting_to_open_since(handle)
+                if since is not None and key[0] < group and now - since >= MAX_STREAM_OPEN_WAIT_SECONDS:
+                    dropped.add(key[0])
+                    streams.pop(key, None)
+                    finished.pop(handle, None)
+                    session.withdraw_stream(handle)  # never on the wire: no RESET_STREAM, not in PUBLISH_DONE's count
+                    self._abandon_open(handle)
+            self.groups_dropped += len(dropped)
+
         def drop_before(group: int, code: int) -> None:
             for key in [k for k in streams if k[0] < group]:
                 session.reset_stream(streams.pop(key), code)
@@ -771,7 +793,9 @@ class MoqSession:
                         session.write_object(handle, event.object_id, event.payload, event.properties, event.status)
                         sent_upto[key] = event.object_id
                         self.objects_sent += 1
-                    newest = max(newest, event.group_id)
+                    if event.group_id > newest:
+                        newest = event.group_id
+                        drop_unopened_before(newest)
                 elif isinstance(event, SubgroupEnded):
                     handle = streams.pop((event.group_id, event.subgroup_id), None)
                     if handle is not None:
@@ -912,7 +936,8 @@ class MoqSession:
                     self.close(SessionErrorCode.INTERNAL_ERROR, "too many streams waiting for credit")
                     return
                 self._pending[cmd.handle] = []
-                self._spawn(self._open_later(cmd))
+                task = self._spawn(self._open_later(cmd))
+                self._opening[cmd.handle] = (time.monotonic(), task)
         elif isinstance(cmd, (SendStreamData, ResetStream, StopSending)):
             pending = self._pending.get(cmd.stream)
             if pending is not None:
@@ -941,7 +966,9 @@ class MoqSession:
         except Exception:  # the session closed while we waited
             self._pending.pop(cmd.handle, None)
             self._priority_on_open.pop(cmd.handle, None)
+            self._opening.pop(cmd.handle, None)
             return
+        self._opening.pop(cmd.handle, None)
         self._map(cmd.handle, sid)
         priority = self._priority_on_open.pop(cmd.handle, None)
         if priority is not None and cmd.priority:  # REQUEST_UPDATE changed it while the stream waited (§5.1)
@@ -949,6 +976,19 @@ class MoqSession:
         for queued in self._pending.pop(cmd.handle, []):
             with contextlib.suppress(StreamStateError):
                 self._execute(queued)
+
+    def _abandon_open(self, handle: int) -> None:
+        """A stream still waiting to open is given up: it never opens (its opener is cancelled, its data dropped)."""
+        self._pending.pop(handle, None)
+        self._priority_on_open.pop(handle, None)
+        opening = self._opening.pop(handle, None)
+        if opening is not None:
+            opening[1].cancel()
+
+    def _waiting_to_open_since(self, handle: int) -> float | None:
+        """When a stream of ours started waiting to open (time.monotonic()), or None if it is not waiting."""
+        opening = self._opening.get(handle)
+        return opening[0] if opening is not None else None
 
     def _map(self, handle: int, sid: int) -> None:
         self._stream_ids[handle] = sid
@@ -985,10 +1025,11 @@ class MoqSession:
                 self._handles.pop(sid, None)
         self._prune_at = max(MAX_STREAM_MAP, 2 * len(self._stream_ids))
 
-    def _spawn(self, coro: Awaitable[None]) -> None:
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _schedule_timer(self) -> None:
         when = self.session.next_timer()

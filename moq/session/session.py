@@ -719,6 +719,16 @@ class Session:
             return  # not a data stream of ours
         self._commands.append(ResetStream(handle, code))
 
+    def withdraw_stream(self, handle: int) -> None:
+        """Forget a data stream of ours that never reached the wire (it waited for the peer's stream credit and was
+        given up): no RESET_STREAM is sent, and PUBLISH_DONE's stream count (§9.12) leaves it out, so the
+        subscriber does not wait for a stream that will never come."""
+        writer = self._writers.pop(handle, None)
+        if writer is None:
+            return
+        writer.request.open_streams.discard(handle)
+        writer.request.streams_opened -= 1
+
     def send_datagram(
         self,
         request_id: int,

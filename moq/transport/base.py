@@ -943,8 +943,11 @@ class TransportConnection:
             raise SessionClosedError("the session is closed")
         if not self._ready.done():
             return None
-        # Waiting openers go first: a newcomer never overtakes them.
-        if self._openers[unidirectional] or not self._can_open(unidirectional):
+        # Waiting openers go first: a newcomer never overtakes them (those given up meanwhile do not count).
+        queue = self._openers[unidirectional]
+        while queue and queue[0][2].done():
+            heapq.heappop(queue)
+        if queue or not self._can_open(unidirectional):
             return None
         return self._open_now(unidirectional, priority)
 
