@@ -74,6 +74,21 @@ def prober(connection: TransportConnection) -> pmtu.PathMtuProber:
     return protocol.pmtu
 
 
+def congestion_losses(connection: TransportConnection) -> list[int]:
+    """The sizes of the lost packets aioquic reports to a connection's congestion controller, from now on."""
+    controller = connection._quic._loss._cc
+    report = controller.on_packets_lost
+    sizes: list[int] = []
+
+    def on_packets_lost(*, now: float, packets: Any) -> None:
+        packets = list(packets)
+        sizes.extend(p.sent_bytes for p in packets)
+        report(now=now, packets=packets)
+
+    controller.on_packets_lost = on_packets_lost  # type: ignore[method-assign]
+    return sizes
+
+
 async def exchange_until(peer: TransportConnection, client: TransportConnection, done: Callable[[], bool]) -> int:
     """Send a stream of 20 KB each way, again and again, until `done()` (at most 200 rounds); the rounds it took."""
     payload = bytes(range(256)) * 80
@@ -98,8 +113,9 @@ def test_packets_grow_to_the_probed_size_on_a_path_that_takes_it(
         try:
             server_side, client_side = prober(peer), prober(client)
             await exchange_until(peer, client, lambda: server_side.size == PROBED and client_side.size == PROBED)
-            assert (server_side.probes_sent, server_side.probes_acked, server_side.probes_lost) == (1, 1, 0)
-            assert (client_side.probes_sent, client_side.probes_acked, client_side.probes_lost) == (1, 1, 0)
+            # One probe acknowledged on each side (a probe lost on a busy machine's loopback is sent again).
+            for side in (server_side, client_side):
+                assert side.probes_acked == 1 and side.probes_sent == 1 + side.probes_lost
             # From now on, full packets are PROBED bytes in both directions; none bigger.
             seen = len(path.to_client), len(path.to_server)
             await exchange_until(peer, client, lambda: True)
@@ -125,6 +141,7 @@ def test_a_path_that_drops_big_packets_keeps_the_connection_at_1200_bytes(
         server, path, peer, client = await through_forwarder(kind, certificate, mtu=1400)
         try:
             server_side, client_side = prober(peer), prober(client)
+            server_losses, client_losses = congestion_losses(peer), congestion_losses(client)
             gave_up = (pmtu.MAX_PROBES, 0, pmtu.MAX_PROBES)
             rounds = await exchange_until(
                 peer,
@@ -142,8 +159,9 @@ def test_a_path_that_drops_big_packets_keeps_the_connection_at_1200_bytes(
             assert server_side.probes_sent == client_side.probes_sent == pmtu.MAX_PROBES
             assert path.dropped == 2 * pmtu.MAX_PROBES and rounds >= 1
             assert max(path.to_client[-20:]) <= BASE
-            # A lost probe is no congestion signal (RFC 9000 §14.4): no congestion event ever set a threshold.
-            assert peer._quic._loss._cc.ssthresh is None and client._quic._loss._cc.ssthresh is None
+            # A lost probe is no congestion signal (RFC 9000 §14.4): the congestion controllers were told of lost
+            # packets only of the connection's own size (the forwarder may lose some under load), never of a probe.
+            assert max(server_losses + client_losses, default=0) <= BASE
         finally:
             await finish(client)
             server.close()
