@@ -311,7 +311,7 @@ class MoqtQuicProtocol(QuicConnectionProtocol):
         if self.pmtu is not None and self._transport is not None:
             # A probe goes out alone, not in a GSO run of the connection's packets (it is bigger than they are,
             # and a send the kernel refuses for its size must not take them down with it).
-            for data, addr in self.pmtu.poll(self._loop.time()):
+            for data, addr in self.pmtu.poll(self._loop.time):
                 self._transport.sendto(data, addr)
         if isinstance(self._transport, UdpEndpoint):
             self._transport.cork()

@@ -23,6 +23,7 @@ on loopback that used them would promise what no deployment on the internet gets
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aioquic.quic.connection import QuicConnection
@@ -31,6 +32,9 @@ from aioquic.quic.packet_builder import QuicDeliveryState
 from moq.transport import _aioquic
 
 logger = logging.getLogger(__name__)
+
+#: What poll() returns when there is no probe to send (no list made per transmit).
+NOTHING: tuple[tuple[bytes, Any], ...] = ()
 
 #: The datagram sizes probed, smallest first. 1452 bytes is what a 1500-byte Ethernet MTU leaves for a UDP payload
 #: under IPv6 (40 + 8 bytes of headers; IPv4 leaves 1472): the size most internet paths carry.
@@ -65,23 +69,25 @@ class PathMtuProber:
         """The size the connection's packets are built at now."""
         return _aioquic.max_datagram_size(self._quic)
 
-    def poll(self, now: float) -> list[tuple[bytes, Any]]:
-        """The probe to send now, if one is due (the datagram and its address); [] otherwise."""
+    def poll(self, clock: Callable[[], float]) -> Sequence[tuple[bytes, Any]]:
+        """The probe to send now, if one is due (the datagram and its address); none otherwise. Called before every
+        transmit: `clock` (the event loop's time) is only read when there is something to probe."""
         if self._outstanding:
-            return []
+            return NOTHING
         quic = self._quic
         if not _aioquic.handshake_confirmed(quic):
-            return []
+            return NOTHING
         path = _aioquic.current_network_path(quic)
         if path is not self._path:
             self._start(path)
         if not self._candidates:
-            return []
+            return NOTHING
+        now = clock()
         if self._lost_since_poll:
             self._lost_since_poll = False
             self._retry_at = now + PROBE_RETRY_SECONDS
         if now < self._retry_at:
-            return []
+            return NOTHING
         size = self._candidates[0]
         datagrams = _aioquic.send_padded_ping(quic, size, now, self._delivered, size)
         if datagrams:
