@@ -20,6 +20,7 @@ from moq.wire.primitives import Location
 from moq.wire.version import Version
 from relay.config import RelayConfig
 from relay.server import start_relay
+from tests.api.test_priority_update import pause_socket
 
 from .conftest import client, relay_running, run, url_of
 
@@ -283,16 +284,6 @@ def test_development_certificate_is_renewed_while_running(tmp_path: Path) -> Non
                 await connect(url_of(running, "quic"), fingerprint=old.fingerprint, timeout=3)
 
     run(scenario())
-
-
-def pause_socket(session: MoqSession, paused: bool) -> None:
-    """Stop (or resume) reading a client's UDP socket: nothing it is sent gets acknowledged meanwhile."""
-    transport = session.conn._protocol._transport
-    assert isinstance(transport, asyncio.ReadTransport)
-    if paused:
-        transport.pause_reading()
-    else:
-        transport.resume_reading()
 
 
 @pytest.mark.parametrize("kind", KINDS)
