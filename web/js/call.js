@@ -27,7 +27,7 @@
 import { loadConfig, queryNumber } from './config.js';
 import { displayName, namespaceFromPath, randomHex } from './names.js';
 import { DEFAULTS, Player, createStats, sharedAudioContext } from './player.js';
-import { PUBLISHER_DEFAULTS, Publisher, createPublisherStats } from './publisher.js';
+import { Publisher, createPublisherStats, publisherOptions } from './publisher.js';
 import { Session } from './session.js';
 import { SpeakerDetector } from './speaker.js';
 
@@ -262,15 +262,7 @@ async function main() {
     namespace: [...room, selfId],
     label: selfId,
     stats: stats.publisher,
-    options: {
-      width: queryNumber(query, 'width', PUBLISHER_DEFAULTS.width),
-      height: queryNumber(query, 'height', PUBLISHER_DEFAULTS.height),
-      fps: queryNumber(query, 'fps', PUBLISHER_DEFAULTS.fps),
-      videoBitrate: queryNumber(query, 'vbitrate', PUBLISHER_DEFAULTS.videoBitrate),
-      audioBitrate: queryNumber(query, 'abitrate', PUBLISHER_DEFAULTS.audioBitrate),
-      gopFrames: queryNumber(query, 'gop', null),
-      videoCodec: query.get('codec') ?? PUBLISHER_DEFAULTS.videoCodec,
-    },
+    options: publisherOptions(query),
   });
   const capturing = publisher
     .start({ camera: query.get('camera') !== '0', microphone: query.get('mic') !== '0' })

@@ -25,6 +25,7 @@
 // the catalog change and unsubscribes). On again: the device is opened again, a new encoder starts with a
 // keyframe, and the catalog lists the track again.
 
+import { queryNumber } from './config.js';
 import { LocalTrack } from './tracks.js';
 
 /** LOC property types (draft-ietf-moq-loc-04 §6). */
@@ -128,6 +129,19 @@ export function videoProperties({ keyframe, timestampUs, description = null }) {
   if (keyframe && description) properties.push([LOC.VIDEO_CONFIG, description]);
   properties.push([LOC.TIMESTAMP, timestampUs]);
   return properties;
+}
+
+/** A publisher's options from a page's query (?width=&height=&fps=&vbitrate=&abitrate=&gop=&codec=). */
+export function publisherOptions(query) {
+  return {
+    width: queryNumber(query, 'width', PUBLISHER_DEFAULTS.width),
+    height: queryNumber(query, 'height', PUBLISHER_DEFAULTS.height),
+    fps: queryNumber(query, 'fps', PUBLISHER_DEFAULTS.fps),
+    videoBitrate: queryNumber(query, 'vbitrate', PUBLISHER_DEFAULTS.videoBitrate),
+    audioBitrate: queryNumber(query, 'abitrate', PUBLISHER_DEFAULTS.audioBitrate),
+    gopFrames: queryNumber(query, 'gop', null),
+    videoCodec: query.get('codec') ?? PUBLISHER_DEFAULTS.videoCodec,
+  };
 }
 
 /**

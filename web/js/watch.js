@@ -26,7 +26,7 @@
 import { loadConfig, queryNumber } from './config.js';
 import { displayName, namespaceFromPath, randomHex } from './names.js';
 import { DEFAULTS, Player, createStats, namespaceText, sharedAudioContext } from './player.js';
-import { PUBLISHER_DEFAULTS, createPublisherStats } from './publisher.js';
+import { createPublisherStats, publisherOptions } from './publisher.js';
 import { Session } from './session.js';
 import { STAGE_PRIORITY, StageSpot, StageView, checkStageName, stageNamespace, stageParticipants } from './stage.js';
 
@@ -138,15 +138,7 @@ async function joinStage() {
     name,
     createStats: () => (stats.publisher = createPublisherStats()),
     devices: { camera: query.get('camera') !== '0', microphone: query.get('mic') !== '0' },
-    options: {
-      width: queryNumber(query, 'width', PUBLISHER_DEFAULTS.width),
-      height: queryNumber(query, 'height', PUBLISHER_DEFAULTS.height),
-      fps: queryNumber(query, 'fps', PUBLISHER_DEFAULTS.fps),
-      videoBitrate: queryNumber(query, 'vbitrate', PUBLISHER_DEFAULTS.videoBitrate),
-      audioBitrate: queryNumber(query, 'abitrate', PUBLISHER_DEFAULTS.audioBitrate),
-      gopFrames: queryNumber(query, 'gop', null),
-      videoCodec: query.get('codec') ?? PUBLISHER_DEFAULTS.videoCodec,
-    },
+    options: publisherOptions(query),
   });
   stats.stageName = name;
   view?.setSelf(spot.namespace);
