@@ -9,26 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from moq.api import MoqSession, Subscription
+from moq.api import MoqSession
 from moq.model import CachedObject, Track
 from moq.wire.messages import RequestOk
 from moq.wire.params import Parameters
 from moq.wire.version import Version
+from tests.api.test_priority_update import read
 
 from .conftest import client, relay_running, run
 
 NS = (b"live", b"prio")
 KINDS = ["quic", "webtransport"]
 EVENT_TIMEOUT = 10.0
-
-
-async def read(sub: Subscription, count: int) -> list[tuple[int, int | None, int]]:
-    got = []
-    for _ in range(count):
-        obj = await asyncio.wait_for(sub.next(), EVENT_TIMEOUT)
-        assert obj is not None
-        got.append((obj.group_id, obj.subgroup_id, obj.object_id))
-    return got
 
 
 @pytest.mark.parametrize("kind", KINDS)
