@@ -3,7 +3,7 @@
 aioquic builds every packet at its configuration's `max_datagram_size` (1200 bytes by default, the size every
 QUIC path must carry) for the whole connection. Its per-packet work (building, encrypting, the ACK that comes
 back) is most of a relay's CPU, whatever the packet's size, so bigger packets cost less per byte: on this
-machine's loopback, 1452-byte packets cost 12% less CPU per byte than 1200-byte ones (bench/, the ceiling).
+machine's loopback, 1452-byte packets cost 18% less sender CPU per byte than 1200-byte ones (bench/, the ceiling).
 
 `PathMtuProber` does what RFC 8899 (DPLPMTUD) calls probing, in its simplest form: once the handshake is confirmed,
 it sends one probe packet of the next size in `PROBED_DATAGRAM_SIZES`, or of the peer's max_udp_payload_size where
