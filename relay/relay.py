@@ -107,6 +107,8 @@ class RelayTrack:
     #: subscriber has FORWARD=0 and we passed that on (REQUEST_UPDATE FORWARD=0).
     paused: bool = False
     via_upstream: bool = False  # fed (or being subscribed) through our upstream relay, not by a local publisher
+    #: Asked of the `--upstream` relay because nobody here had published its namespace (not of a publisher).
+    asked_relay: bool = False
 
     @property
     def name(self) -> str:
@@ -391,13 +393,18 @@ class Relay:
                 try:
                     await asyncio.shield(rt.ready)
                 except RequestRejected as exc:
-                    if msg is not None:
-                        session.session.reject(_rid(msg), exc.code, exc.reason)
-                    return None
-                if not rt.track.is_ended:
-                    return rt
-                continue
-            if rt is not None and rt.live:
+                    if not (rt.asked_relay and self.config.announce_upstream):
+                        if msg is not None:
+                            session.session.reject(_rid(msg), exc.code, exc.reason)
+                        return None
+                    # Another request asked the upstream relay, which had nothing yet: wait within our own
+                    # rendezvous, as that request does, for the namespace to be announced here or upstream.
+                    upstream_refused = True
+                else:
+                    if not rt.track.is_ended:
+                        return rt
+                    continue
+            elif rt is not None and rt.live:
                 return rt
             found = list(self._publishers(key[0], exclude=session if self.cluster_hub else None))
             local = [a for a in found if not a.upstream]
@@ -451,6 +458,7 @@ class Relay:
             ready=loop.create_future(),
             paused=not forward,
             via_upstream=all(a.upstream for a in announcements),
+            asked_relay=not announcements,
         )
         self.tracks[key] = rt
         ready = rt.ready

@@ -175,19 +175,25 @@ def test_requests_do_not_loop_and_rendezvous_spans_edges(tmp_path: Path) -> None
             with pytest.raises(RequestRejected) as info:
                 await viewer.subscribe((b"nobody",), "here", Parameters(rendezvous_timeout=300))
             assert info.value.code == RequestErrorCode.TIMEOUT
-            # A SUBSCRIBE at B waits; the publisher then arrives at A.
-            waiting = asyncio.ensure_future(viewer.subscribe(NS, "video", Parameters(rendezvous_timeout=15_000)))
+            # Two SUBSCRIBEs at B wait, sent together: the second finds the first asking the hub, which has nothing
+            # yet; it waits within its own rendezvous too instead of taking the hub's refusal. The publisher then
+            # arrives at A.
+            second_viewer = await client(b, "quic")
+            waiting = [
+                asyncio.ensure_future(v.subscribe(NS, "video", Parameters(rendezvous_timeout=15_000)))
+                for v in (viewer, second_viewer)
+            ]
             pub, track, _ = await publisher(a)
-            sub = await asyncio.wait_for(waiting, WAIT)
+            sub, second = await asyncio.wait_for(asyncio.gather(*waiting), WAIT)
             # A SUBSCRIBE at A for the same track, waiting, with its publisher at A too: served locally.
             local_viewer = await client(a, "quic")
             local = await local_viewer.subscribe(NS, "video")
             sent = produce(track, range(2))
             track.end_track()
-            assert sorted([(o.group_id, o.object_id) async for o in sub]) == sent
-            assert sorted([(o.group_id, o.object_id) async for o in local]) == sent
+            for got in (sub, second, local):
+                assert sorted([(o.group_id, o.object_id) async for o in got]) == sent
             assert a.relay.upstream_subscriptions == 1  # A subscribed to its publisher once, for B and for itself
-            for s in (pub, viewer, local_viewer):
+            for s in (pub, viewer, second_viewer, local_viewer):
                 s.close()
 
     run(scenario())
