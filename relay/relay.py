@@ -138,6 +138,7 @@ class Relay:
         self.track_watchers: list[Watcher] = []
         self.tracks: dict[TrackKey, RelayTrack] = {}
         self._changed = asyncio.Event()  # set whenever a publisher arrives (rendezvous waiters re-check)
+        self._black_holes = 0  # path MTU black holes of sessions that are gone (stats)
         self._arrivals = 0  # counts those arrivals, so a waiter busy elsewhere when one came does not miss it
         self._upstreams: dict[str, MoqSession] = {}
         self._upstream_lock = asyncio.Lock()
@@ -169,6 +170,10 @@ class Relay:
             "tracks": len(self.tracks),
             "upstream_subscriptions": self.upstream_subscriptions,
             "namespaces": len({a.namespace for a in self.announcements}),
+            # Path MTU discovery (moq.transport.pmtu): sessions sending bigger packets now, and the black holes
+            # found so far in every session, gone ones too.
+            "sessions_with_bigger_packets": sum(1 for s in self.sessions if s.conn.bigger_packets),
+            "path_black_holes": self._black_holes + sum(s.conn.path_black_holes for s in self.sessions),
         }
 
     # -- sessions -----------------------------------------------------------------------------------------------
@@ -197,6 +202,7 @@ class Relay:
         """Drop a session's routes once it is gone, however it went (even before its SETUP completed)."""
         await session.wait_closed()
         self.sessions.discard(session)
+        self._black_holes += session.conn.path_black_holes
         self._session_gone(session)
         code, reason = session.close_reason or (0, "")
         logger.info("[%s] session closed: code 0x%x %s", session.session.session_id, code, reason)

@@ -10,7 +10,7 @@ upgrade renames one, `check_compatibility()` (run by the tests) fails here, not 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aioquic import tls as aioquic_tls
@@ -204,6 +204,26 @@ def set_max_datagram_size(quic: QuicConnection, size: int) -> None:
     quic._max_datagram_size = size
 
 
+def pto_count(quic: QuicConnection) -> int:
+    """Probe timeouts in a row with nothing acknowledged (RFC 9002 §6.2; 0 again once something is)."""
+    return int(quic._loss._pto_count)
+
+
+def watch_lost_packets(quic: QuicConnection, callback: Callable[[list[QuicSentPacket]], None]) -> None:
+    """Call `callback(packets)` with the in-flight packets each time aioquic's loss detection declares some lost
+    (the congestion controller's `on_packets_lost`; packets a probe timeout only retransmits are not among them).
+    Called inside aioquic: the callback must only take note."""
+    controller = quic._loss._cc
+    report = controller.on_packets_lost
+
+    def on_packets_lost(*, now: float, packets: Iterable[QuicSentPacket]) -> None:
+        packets = list(packets)
+        callback(packets)
+        report(now=now, packets=packets)
+
+    controller.on_packets_lost = on_packets_lost  # type: ignore[method-assign]
+
+
 def current_network_path(quic: QuicConnection) -> object | None:
     """The network path packets go on now (an opaque token: a new object once the peer's address changes)."""
     paths = quic._network_paths
@@ -301,7 +321,7 @@ def check_compatibility(quic: QuicConnection) -> None:
     ):
         if not hasattr(quic, name):
             raise AttributeError(f"aioquic QuicConnection has no {name}: moq.transport._aioquic needs updating")
-    for name in ("congestion_window", "bytes_in_flight"):
+    for name in ("congestion_window", "bytes_in_flight", "_pto_count", "_cc"):
         if not hasattr(quic._loss, name):
             raise AttributeError(f"aioquic QuicPacketRecovery has no {name}: moq.transport._aioquic needs updating")
     if not hasattr(

@@ -432,6 +432,23 @@ class TransportConnection:
         return max(0, min(packet_room, peer_limit - 3) - self._datagram_prefix_size())
 
     @property
+    def packet_size(self) -> int:
+        """The size the connection builds its QUIC packets at now: the configured one, or the bigger one the path
+        took (moq.transport.pmtu), until a black hole sends it back."""
+        return _aioquic.max_datagram_size(self._quic)
+
+    @property
+    def bigger_packets(self) -> bool:
+        """True while packets are bigger than the configured size (path MTU discovery found the path takes them)."""
+        return self.packet_size > self._quic.configuration.max_datagram_size
+
+    @property
+    def path_black_holes(self) -> int:
+        """Times this connection's path stopped taking the bigger packets it had taken (moq.transport.pmtu)."""
+        prober = self._protocol.pmtu
+        return prober.black_holes if prober is not None else 0
+
+    @property
     def inflight_uni_streams(self) -> int:
         """Our unidirectional streams still sending (counted against `max_inflight_uni_streams`)."""
         return len(self._inflight_uni)

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 from pathlib import Path
+from typing import Any
 
 from moq.api import MoqSession, connect
 from moq.model import CachedObject, Track
@@ -103,16 +104,26 @@ def test_a_single_process_relay_serves_stats_of_the_same_shape(tmp_path: Path) -
         web = await start_web(running, config, stats=lambda: single_process_stats(running))
         try:
             viewer = await connect(f"moqt://127.0.0.1:{running.port}/", fingerprint=running.certificate.fingerprint)
-            reader, writer = await asyncio.open_connection("127.0.0.1", web.port)
-            writer.write(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            head, _, body = (await reader.read()).partition(b"\r\n\r\n")
-            writer.close()
-            assert head.startswith(b"HTTP/1.1 200")
-            stats = json.loads(body)
+
+            async def get() -> dict[str, Any]:
+                reader, writer = await asyncio.open_connection("127.0.0.1", web.port)
+                writer.write(b"GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                head, _, body = (await reader.read()).partition(b"\r\n\r\n")
+                writer.close()
+                assert head.startswith(b"HTTP/1.1 200")
+                stats = json.loads(body)
+                assert isinstance(stats, dict)
+                return stats
+
+            stats = await get()
             assert stats["sessions"] == 1 and stats["hub"] is None
             assert [(w["index"], w["pid"], w["up"], w["sessions"]) for w in stats["workers"]] == [
                 (0, os.getpid(), True, 1)
             ]
+            # The relay's probe for bigger packets is acknowledged on loopback: the session's packets grow.
+            while (worker := (await get())["workers"][0])["sessions_with_bigger_packets"] != 1:
+                await asyncio.sleep(0.02)
+            assert worker["path_black_holes"] == 0
             viewer.close()
         finally:
             await web.close()

@@ -8,6 +8,7 @@ size and can drop the ones bigger than a limit (a path with a smaller MTU, as a 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,16 @@ import pytest
 from aioquic.buffer import Buffer
 from aioquic.quic.packet import QuicTransportParameters, push_quic_transport_parameters
 
-from moq.transport import CertificateBundle, TransportConnection, TransportKind, _aioquic, connect, pmtu, serve
+from moq.transport import (
+    CertificateBundle,
+    StreamDataReceived,
+    TransportConnection,
+    TransportKind,
+    _aioquic,
+    connect,
+    pmtu,
+    serve,
+)
 from moq.transport.base import MoqtQuicProtocol
 from tests.transport.helpers import KINDS, finish, run, url_for
 from tests.transport.test_transport import read_stream
@@ -232,3 +242,99 @@ def test_the_peers_max_udp_payload_size_is_read_from_its_transport_parameters() 
     assert _aioquic.peer_max_udp_payload_size(said) == 1350  # type: ignore[arg-type]
     assert _aioquic.peer_max_udp_payload_size(unsaid) == 65527  # type: ignore[arg-type]
     assert _aioquic.peer_max_udp_payload_size(FakeQuic([])) == 65527  # type: ignore[arg-type]
+
+
+def test_a_path_that_stops_taking_big_packets_falls_back_and_is_probed_again(
+    certificate: CertificateBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A black hole (RFC 8899 §4.3): packets grew to 1452 bytes, then the path's MTU shrinks to 1280. With bulk data
+    every packet is big and nothing is acknowledged any more: probe timeouts pile up, each side goes back to 1200
+    bytes, and the data flows again; once the path takes big packets again they come back."""
+    monkeypatch.setattr(pmtu, "BLACK_HOLE_REPROBE_SECONDS", 0.5)
+    monkeypatch.setattr(pmtu, "PROBE_RETRY_SECONDS", 0.05)
+
+    async def scenario() -> None:
+        server, path, peer, client = await through_forwarder(KINDS[0], certificate, mtu=1500)
+        try:
+            sides = prober(peer), prober(client)
+            await exchange_until(peer, client, lambda: all(s.size == PROBED for s in sides))
+            path.mtu = 1280
+            await exchange_until(peer, client, lambda: all(s.size == BASE for s in sides))
+            assert all(s.black_holes == 1 for s in sides)
+            # Data flows at 1200 bytes: whole exchanges with nothing over the path's MTU dropped any more.
+            dropped = path.dropped
+            await exchange_until(peer, client, lambda: True)
+            assert path.dropped == dropped
+            path.mtu = 1500
+            await exchange_until(peer, client, lambda: all(s.size == PROBED for s in sides))
+            assert all(s.probes_acked == 2 for s in sides)
+        finally:
+            await finish(client)
+            server.close()
+            await server.wait_closed()
+
+    run(scenario())
+
+
+def test_a_black_hole_under_small_packets_that_still_pass_is_found_by_confirmation_probes(
+    certificate: CertificateBundle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Media at a low rate: a 100-byte stream every 10 ms (audio) and a 1400-byte one every 50 ms (a video frame,
+    one packet of 1452 bytes). When the path's MTU shrinks to 1280 the audio packets still pass and are
+    acknowledged, so probe timeouts never pile up, while every video packet, and its retransmission, is lost. The
+    lost big packets call for confirmation probes at 1452 bytes; MAX_PROBES of them lost in a row and the size
+    falls back, and every video frame sent arrives. (Probe timeouts are left out of it: a stall of the machine under
+    load could make some.)"""
+    monkeypatch.setattr(pmtu, "BLACK_HOLE_PTOS", 10**9)
+
+    async def scenario() -> None:
+        server, path, peer, client = await through_forwarder(KINDS[0], certificate, mtu=1500)
+        sizes: dict[int, int] = {}
+        complete: list[int] = []
+
+        async def receive() -> None:
+            while True:
+                event = await client.next_event()
+                if isinstance(event, StreamDataReceived):
+                    sizes[event.stream_id] = sizes.get(event.stream_id, 0) + len(event.data)
+                    if event.end_stream:
+                        complete.append(sizes.pop(event.stream_id))
+
+        async def media(sent: list[int]) -> None:
+            for tick in itertools.count():
+                for size in (100, 1400) if tick % 5 == 0 else (100,):
+                    stream_id = peer.try_open_uni_stream()
+                    if stream_id is not None:
+                        peer.send(stream_id, bytes(size), end_stream=True)
+                        sent.append(size)
+                await asyncio.sleep(0.01)
+
+        receiver: asyncio.Future[None] | None = None
+        try:
+            side = prober(peer)
+            await exchange_until(peer, client, lambda: side.size == PROBED)
+            receiver = asyncio.ensure_future(receive())
+            path.mtu = 1280
+            dropped = path.dropped
+            sent: list[int] = []
+            sender = asyncio.ensure_future(media(sent))
+            loop = asyncio.get_running_loop()
+            end = loop.time() + 20
+            while side.size != BASE:
+                assert loop.time() < end, (side.confirmations_sent, side.confirmations_lost, complete.count(1400))
+                await asyncio.sleep(0.05)
+            sender.cancel()
+            assert side.black_holes == 1 and side.confirmations_lost >= pmtu.MAX_PROBES
+            assert path.dropped > dropped + pmtu.MAX_PROBES  # video packets were lost, not only the probes
+            # Every frame sent arrives, the ones lost before the fall-back too.
+            while complete.count(1400) < sent.count(1400):
+                assert loop.time() < end, (complete.count(1400), sent.count(1400))
+                await asyncio.sleep(0.05)
+        finally:
+            if receiver is not None:
+                receiver.cancel()
+            await finish(client)
+            server.close()
+            await server.wait_closed()
+
+    run(scenario())
