@@ -11,9 +11,12 @@
 //   subscriber priority, then publisher priority, then group (oldest first), as §5.1 orders objects; WebTransport
 //   sends queued bytes of higher sendOrder first. REQUEST_UPDATE changes the priority (open streams re-ranked
 //   too) or forward state; the end of the track sends PUBLISH_DONE once every data stream is closed (§9.12).
-// - A subscriber that falls behind (more than MAX_QUEUED_BYTES waiting in its streams) loses its oldest groups:
-//   their streams are reset with TOO_FAR_BEHIND and never reopened (DESIGN.md decision 4). A STOP_SENDING on a
-//   stream (the subscriber skipped that group) ends that group only.
+// - A subscriber that falls behind loses its older groups: their streams are reset with TOO_FAR_BEHIND and never
+//   reopened (DESIGN.md decision 4). Behind means more than MAX_QUEUED_BYTES waiting in its streams (finished
+//   groups' streams count until their bytes are taken), or, once a newer group has begun, an older group's bytes
+//   waiting MAX_QUEUED_MS: an audio track's groups are a few hundred bytes each and never add up to the byte bound,
+//   but 50 of them a second sent oldest first to a page that cannot keep up are heard later and later. A
+//   STOP_SENDING on a stream (the subscriber skipped that group) ends that group only.
 //
 // The request stream itself (reading SUBSCRIBE, REQUEST_UPDATE, its cancellation) is session.js's business;
 // this module writes on it: SUBSCRIBE_OK, REQUEST_OK, PUBLISH_DONE.
@@ -26,6 +29,9 @@ export const MAX_CACHED_GROUPS = 3;
 export const MAX_CACHED_BYTES = 4 * 1024 * 1024;
 /** Bytes one subscription may have waiting in its streams before its older groups are dropped. */
 export const MAX_QUEUED_BYTES = 1024 * 1024;
+/** How long an older group's bytes may wait to be taken, once a newer group has begun, before it is dropped (the
+ * relay's MAX_STREAM_OPEN_WAIT_SECONDS, moq/api/session.py). */
+export const MAX_QUEUED_MS = 500;
 /** How long PUBLISH_DONE waits for the data streams to close (a stuck stream is reset then). */
 export const DONE_WAIT_MS = 2000;
 
@@ -195,7 +201,10 @@ export function sendOrderFor(subscriberPriority, publisherPriority, groupIndex) 
   return rank * 0x1000000 + age;
 }
 
-/** One outgoing uni stream: bytes written in order, without awaiting; `queued` counts what is not yet taken. */
+/**
+ * One outgoing uni stream: bytes written in order, without awaiting; `queued` counts what is not yet taken, and
+ * `waitingSince` is when the oldest of it was written (null: nothing waits).
+ */
 class OutStream {
   queued = 0;
   finished = false;
@@ -206,10 +215,14 @@ class OutStream {
   #stream = null;
   #sendOrder;
   #pending = [];
+  /** When each write not yet taken was made, oldest first (writes are taken in order). */
+  #writtenAt = [];
+  #now;
   #resolveDone;
 
-  constructor(transport, sendOrder, onFail) {
+  constructor(transport, sendOrder, onFail, now) {
     this.onFail = onFail;
+    this.#now = now;
     this.#sendOrder = sendOrder;
     this.done = new Promise((resolve) => (this.#resolveDone = resolve)).then(() => (this.settled = true));
     transport.createUnidirectionalStream({ sendOrder }).then(
@@ -235,9 +248,14 @@ class OutStream {
     if (this.#stream) this.#stream.sendOrder = sendOrder;
   }
 
+  get waitingSince() {
+    return this.failed ? null : (this.#writtenAt[0] ?? null);
+  }
+
   write(bytes) {
     if (this.failed || this.finished) return;
     this.queued += bytes.length;
+    this.#writtenAt.push(this.#now());
     if (this.#writer) this.#write(bytes);
     else this.#pending.push(bytes);
   }
@@ -255,13 +273,17 @@ class OutStream {
     const error = streamError(code, reason);
     this.failed = error;
     this.#pending = [];
+    this.#writtenAt = [];
     this.#writer?.abort(error).catch(() => {});
     this.#resolveDone();
   }
 
   #write(bytes) {
     this.#writer.write(bytes).then(
-      () => (this.queued -= bytes.length),
+      () => {
+        this.queued -= bytes.length;
+        this.#writtenAt.shift();
+      },
       (err) => this.#fail(err),
     );
   }
@@ -277,6 +299,7 @@ class OutStream {
     if (this.failed) return;
     this.failed = err ?? new Error('stream failed');
     this.#pending = [];
+    this.#writtenAt = [];
     this.#resolveDone();
     this.onFail(err);
   }
@@ -284,7 +307,7 @@ class OutStream {
 
 /**
  * One SUBSCRIBE we serve (see the top of this file). `writer` is the request stream's writer; `stats`, if
- * given, gets objectsSent, bytesSent, streamsOpened and groupsDropped added to.
+ * given, gets objectsSent, bytesSent, streamsOpened and groupsDropped added to; `now` is the clock (ms).
  */
 export class ServedSubscription {
   streamsOpened = 0;
@@ -294,6 +317,8 @@ export class ServedSubscription {
   closed = false;
   /** @type {Map<number, {stream: OutStream, header: object, prev: number}>} open streams by group */
   #streams = new Map();
+  /** @type {Map<number, OutStream>} finished groups whose bytes are not all taken yet, by group */
+  #draining = new Map();
   /** Groups given up (reset, or the subscriber stopped them): never reopened. */
   #skipped = new Set();
   #start;
@@ -303,7 +328,20 @@ export class ServedSubscription {
   /** Resolves when the subscription is over: cancelled, or PUBLISH_DONE sent. */
   over = new Promise((resolve) => (this.#resolveOver = resolve));
 
-  constructor({ transport, version, track, requestId, trackAlias, parameters, writer, stats = null }) {
+  #now;
+
+  constructor({
+    transport,
+    version,
+    track,
+    requestId,
+    trackAlias,
+    parameters,
+    writer,
+    stats = null,
+    now = () => performance.now(),
+  }) {
+    this.#now = now;
     this.transport = transport;
     this.version = version;
     this.track = track;
@@ -340,7 +378,7 @@ export class ServedSubscription {
       this.forward = parameters.forward;
       if (!this.forward) {
         // Objects skipped while paused must not look delivered: reset what is open (§11.3.2).
-        for (const [group, open] of this.#streams) this.#giveUp(group, open, moqt.StreamResetCode.CANCELLED);
+        for (const [group, open] of this.#streams) this.#giveUp(group, open.stream, moqt.StreamResetCode.CANCELLED);
       } else {
         // Resume at the next group: the current one's earlier objects were not sent.
         this.#start = { group: (this.track.latestGroup ?? -1) + 1, object: 0 };
@@ -355,8 +393,8 @@ export class ServedSubscription {
     if (this.closed) return;
     this.closed = true;
     this.track.unlisten(this);
-    for (const [group, open] of this.#streams) this.#giveUp(group, open, code, false);
-    this.#streams.clear();
+    for (const [group, open] of this.#streams) this.#giveUp(group, open.stream, code, false);
+    for (const [group, stream] of this.#draining) this.#giveUp(group, stream, code, false);
     this.writer.abort(streamError(code, 'cancelled')).catch(() => {});
     this.#resolveOver();
   }
@@ -386,6 +424,11 @@ export class ServedSubscription {
     if (!open) return;
     this.#streams.delete(groupId);
     open.stream.finish();
+    if (open.stream.settled) return;
+    this.#draining.set(groupId, open.stream);
+    open.stream.done.then(() => {
+      if (this.#draining.get(groupId) === open.stream) this.#draining.delete(groupId);
+    });
   }
 
   trackEnded({ statusCode, reason }) {
@@ -393,7 +436,9 @@ export class ServedSubscription {
     this.closed = true;
     const streams = [...this.#streams.values()].map((open) => open.stream);
     for (const stream of streams) stream.finish();
+    streams.push(...this.#draining.values());
     this.#streams.clear();
+    this.#draining.clear();
     const timer = new Promise((resolve) => setTimeout(resolve, DONE_WAIT_MS));
     Promise.race([Promise.all(streams.map((s) => s.done)), timer]).then(() => {
       for (const stream of streams) {
@@ -433,12 +478,18 @@ export class ServedSubscription {
       firstObject: firstObjectId === 0,
     };
     const order = sendOrderFor(this.priority, this.track.publisherPriority, groupId - this.#firstGroup);
-    const stream = new OutStream(this.transport, order, () => {
-      // The subscriber stopped this group (STOP_SENDING), or the session ended: never reopen it.
-      if (this.#streams.get(groupId)?.stream === stream) this.#streams.delete(groupId);
-      this.#skipped.add(groupId);
-      this.#trimSkipped();
-    });
+    const stream = new OutStream(
+      this.transport,
+      order,
+      () => {
+        // The subscriber stopped this group (STOP_SENDING), or the session ended: never reopen it.
+        if (this.#streams.get(groupId)?.stream === stream) this.#streams.delete(groupId);
+        if (this.#draining.get(groupId) === stream) this.#draining.delete(groupId);
+        this.#skipped.add(groupId);
+        this.#trimSkipped();
+      },
+      this.#now,
+    );
     const headerBytes = moqt.encodeSubgroupHeader(header, this.version);
     stream.write(headerBytes);
     this.bytesSent += headerBytes.length;
@@ -449,19 +500,29 @@ export class ServedSubscription {
     return open;
   }
 
-  /** Too much waiting: drop every group but the newest (their streams are reset). */
+  /**
+   * Too much waiting (MAX_QUEUED_BYTES in all, or an older group's bytes for MAX_QUEUED_MS): drop the older groups
+   * concerned, every one but the newest for the byte bound (their streams are reset).
+   */
   #pressure(newest) {
+    const streams = [...[...this.#streams].map(([group, open]) => [group, open.stream]), ...this.#draining];
     let queued = 0;
-    for (const open of this.#streams.values()) queued += open.stream.queued;
-    if (queued <= MAX_QUEUED_BYTES) return;
-    for (const [group, open] of this.#streams) {
-      if (group < newest) this.#giveUp(group, open, moqt.StreamResetCode.TOO_FAR_BEHIND);
+    for (const [, stream] of streams) queued += stream.queued;
+    const tooMuch = queued > MAX_QUEUED_BYTES;
+    const now = this.#now();
+    for (const [group, stream] of streams) {
+      if (group >= newest) continue;
+      const since = stream.waitingSince;
+      if (tooMuch || (since !== null && now - since >= MAX_QUEUED_MS)) {
+        this.#giveUp(group, stream, moqt.StreamResetCode.TOO_FAR_BEHIND);
+      }
     }
   }
 
-  #giveUp(group, open, code, count = true) {
-    open.stream.reset(code, 'dropped');
-    this.#streams.delete(group);
+  #giveUp(group, stream, code, count = true) {
+    stream.reset(code, 'dropped');
+    if (this.#streams.get(group)?.stream === stream) this.#streams.delete(group);
+    if (this.#draining.get(group) === stream) this.#draining.delete(group);
     this.#skipped.add(group);
     this.#trimSkipped();
     if (count) {

@@ -17,7 +17,14 @@ import {
   videoProperties,
 } from '../js/publisher.js';
 import { SpeakerDetector } from '../js/speaker.js';
-import { LocalTrack, ServedSubscription, sendOrderFor, startLocation } from '../js/tracks.js';
+import {
+  LocalTrack,
+  MAX_QUEUED_BYTES,
+  MAX_QUEUED_MS,
+  ServedSubscription,
+  sendOrderFor,
+  startLocation,
+} from '../js/tracks.js';
 
 const V = 22;
 const enc = new TextEncoder();
@@ -44,6 +51,46 @@ class FakeTransport {
     // WebTransportSendStream.sendOrder can be changed while the stream is open.
     Object.defineProperty(stream, 'sendOrder', { get: () => record.sendOrder, set: (v) => (record.sendOrder = v) });
     return Promise.resolve(stream);
+  }
+}
+
+/**
+ * A WebTransport whose peer takes nothing until told to: each stream's writes wait until `resume()` (the peer's
+ * flow control, or a page that cannot keep up); with `opens: false` its streams never even open (no stream credit).
+ */
+class StalledTransport {
+  streams = [];
+  flowing = false;
+  #waiting = [];
+
+  constructor({ opens = true } = {}) {
+    this.opens = opens;
+  }
+
+  createUnidirectionalStream() {
+    const record = { chunks: [], aborted: false };
+    this.streams.push(record);
+    if (!this.opens) return new Promise(() => {});
+    const waiting = this.#waiting;
+    const transport = this;
+    return Promise.resolve(
+      new WritableStream({
+        start(controller) {
+          // Aborted at once, even with a write in flight (sink.abort would wait for that write).
+          controller.signal.addEventListener('abort', () => (record.aborted = true));
+        },
+        write(chunk) {
+          record.chunks.push(chunk);
+          return transport.flowing ? undefined : new Promise((resolve) => waiting.push(resolve));
+        },
+      }),
+    );
+  }
+
+  /** The peer takes everything written so far, and from now on whatever is written. */
+  resume() {
+    this.flowing = true;
+    for (const resolve of this.#waiting.splice(0)) resolve();
   }
 }
 
@@ -77,7 +124,7 @@ function parseStream(record) {
   return parser.feed(bytesOf(record), true);
 }
 
-function serve(track, parameters = {}, transport = new FakeTransport()) {
+function serve(track, parameters = {}, transport = new FakeTransport(), now = undefined) {
   const { writer, record } = requestWriter();
   const stats = { objectsSent: 0, bytesSent: 0, streamsOpened: 0, groupsDropped: 0 };
   const sub = new ServedSubscription({
@@ -89,6 +136,7 @@ function serve(track, parameters = {}, transport = new FakeTransport()) {
     parameters,
     writer,
     stats,
+    now,
   });
   return { sub, transport, request: record, stats };
 }
@@ -219,6 +267,61 @@ test('a cancelled subscription resets its open streams and sends nothing more', 
   assert.equal(transport.streams.length, 1);
   assert.equal(transport.streams[0].aborted, true);
   assert.equal(track.listeners, 0);
+});
+
+test("a subscriber that takes nothing loses its older groups past MAX_QUEUED_BYTES, finished ones too", async () => {
+  const track = new LocalTrack(['team', 'bob'], 'video');
+  const transport = new StalledTransport();
+  const { sub, stats } = serve(track, {}, transport);
+  await sub.start();
+  const size = 300 * 1024;
+  const groups = Math.floor(MAX_QUEUED_BYTES / size) + 1; // the first group that takes the total past the bound
+  for (let g = 1; g <= groups; g++) {
+    assert.equal(stats.groupsDropped, 0);
+    track.append(g, 0, new Uint8Array(size));
+    await tick();
+  }
+  // Every group before the last was finished (the next one began) and is still waiting: they all go.
+  assert.equal(stats.groupsDropped, groups - 1);
+  assert.deepEqual(
+    transport.streams.map((s) => s.aborted),
+    [...Array(groups - 1).fill(true), false],
+  );
+});
+
+test('an older group whose bytes have waited MAX_QUEUED_MS is dropped once a newer group begins', async () => {
+  for (const opens of [true, false]) {
+    let clock = 0;
+    const track = new LocalTrack(['team', 'bob'], 'audio');
+    const transport = new StalledTransport({ opens });
+    const { sub, stats } = serve(track, {}, transport, () => clock);
+    await sub.start();
+    // Audio: a one-object group every 20 ms, a few bytes each (nowhere near the byte bound).
+    let group = 0;
+    const frame = async () => {
+      track.append(++group, 0, payload(group));
+      await tick();
+      clock += 20;
+    };
+    while (clock < MAX_QUEUED_MS) await frame();
+    assert.equal(stats.groupsDropped, 0, `opens=${opens}: nothing has waited MAX_QUEUED_MS yet`);
+    await frame();
+    assert.equal(stats.groupsDropped, 1, `opens=${opens}: the first group has`);
+    for (let i = 0; i < 50; i++) await frame();
+    // The peer is stalled throughout: only the last MAX_QUEUED_MS of groups are still there to send.
+    assert.equal(stats.groupsDropped, group - MAX_QUEUED_MS / 20, `opens=${opens}`);
+    if (opens) {
+      // Once the peer takes what is written, it gets every group however far apart they are made.
+      transport.resume();
+      await tick();
+      const before = stats.groupsDropped;
+      for (let i = 0; i < 50; i++) {
+        await frame();
+        clock += MAX_QUEUED_MS;
+      }
+      assert.equal(stats.groupsDropped, before, 'dropped while the peer takes everything');
+    }
+  }
 });
 
 test('forward 0 sends nothing; forward 1 again resumes at the next group', async () => {
