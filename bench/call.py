@@ -108,6 +108,7 @@ SNAPSHOT_JS = """(() => {
       latencyMs: p.latencyMs,
       audioLatencyMs: p.audioLatencyMs,
       playoutDelayMs: p.playoutDelayMs,
+      audioLateMs: p.audioLateMs,
       videoTrack: p.videoTrack,
       audioTrack: p.audioTrack,
       lastError: p.lastError,
@@ -172,6 +173,8 @@ class Received:
     playout_delay_ms: float | None
     counters: dict[str, int]
     error: str | None = None
+    #: How far past its due time the newest audio frame too late to play came (the player's audioLateMs).
+    audio_late_ms: float | None = None
 
 
 @dataclass
@@ -215,6 +218,7 @@ def parse_snapshot(raw: Any) -> Snapshot | None:
             playout_delay_ms=_number(p.get("playoutDelayMs")),
             counters={k: _count(p.get(k)) for k in COUNTERS},
             error=p.get("lastError"),
+            audio_late_ms=_number(p.get("audioLateMs")),
         )
     publisher = raw.get("publisher")
     if not isinstance(publisher, dict):
@@ -265,6 +269,8 @@ class Direction:
     audio_ms: list[float] = field(default_factory=list)
     #: The player's playout delay (capture to due), once per snapshot.
     playout_ms: list[float] = field(default_factory=list)
+    #: How late the newest late audio frame was, once per snapshot in which some were.
+    audio_late_ms: list[float] = field(default_factory=list)
     first: dict[str, int] | None = None
     last: dict[str, int] | None = None
     first_at: float = 0.0
@@ -287,6 +293,8 @@ class Direction:
             self.restarted = True
         if got.playout_delay_ms is not None:
             self.playout_ms.append(got.playout_delay_ms)
+        if got.counters["audioFramesLate"] > previous["audioFramesLate"] and got.audio_late_ms is not None:
+            self.audio_late_ms.append(got.audio_late_ms)
         if sampled:
             if got.counters["framesRendered"] > previous["framesRendered"] and got.latency_ms is not None:
                 self.video_ms.append(got.latency_ms)
@@ -382,6 +390,7 @@ def direction_result(d: Direction) -> Json:
         "video_groups_dropped": d.delta("videoGroupsDropped"),
         "audio_groups_dropped": d.delta("audioGroupsDropped"),
         "audio_frames_late": d.delta("audioFramesLate"),
+        "audio_late_ms": median(d.audio_late_ms),
         "audio_frames_decoded": d.delta("audioFramesDecoded"),
         "skips": d.delta("skips"),
         "out_of_order": d.delta("outOfOrder"),
@@ -419,6 +428,7 @@ def pooled(directions: list[Direction]) -> Json:
         "video_groups_dropped": total("video_groups_dropped"),
         "audio_groups_dropped": total("audio_groups_dropped"),
         "audio_frames_late": total("audio_frames_late"),
+        "audio_late_ms": median([v for d in directions for v in d.audio_late_ms]),
         "audio_frames_decoded": total("audio_frames_decoded"),
         "skips": total("skips"),
         "worst_direction_video_p99_ms": max((r["video"]["p99_ms"] or 0.0 for r in results), default=None),
@@ -458,10 +468,12 @@ def _playout(first_last: list[float | None] | None) -> str:
 
 
 def _late(r: Json) -> str:
-    """Audio frames too late to play, with their share of those decoded, and audio groups dropped."""
+    """Audio frames too late to play, with their share of those decoded and how late they were (median ms past
+    their due time), and audio groups dropped."""
     late, decoded = r["audio_frames_late"], r["audio_frames_decoded"]
     share = f" ({late / decoded:.0%})" if decoded else ""
-    return f"{late}{share} / {r['audio_groups_dropped']}"
+    by = f" by {r['audio_late_ms']:.0f} ms" if r.get("audio_late_ms") is not None else ""
+    return f"{late}{share}{by} / {r['audio_groups_dropped']}"
 
 
 def audio_output_note(contexts: list[Json]) -> str:

@@ -68,9 +68,11 @@ def seen(
     latency: float | None = None,
     audio_latency: float | None = None,
     playout: float | None = 110,
+    late: float | None = None,
     **values: int,
 ) -> dict[str, Any]:
     return {
+        "audioLateMs": late,
         "traced": traced,
         "videoTrace": video or [],
         "audioTrace": audio or [],
@@ -190,13 +192,20 @@ def test_counters_are_deltas_over_the_window_and_a_restart_is_flagged() -> None:
 def test_a_growing_playout_delay_and_late_audio_show_in_the_figures() -> None:
     d = Direction("p3", "p1")
     d.add(received(playout=105), 0.0, sampled=False)
-    d.add(received(playout=111, audioFramesDecoded=50, audioFramesLate=10), 1000.0, sampled=False)
-    d.add(received(playout=960, audioFramesDecoded=100, audioFramesLate=50, audioGroupsDropped=1), 2000.0, False)
+    d.add(received(playout=111, audioFramesDecoded=50, audioFramesLate=10, late=300), 1000.0, sampled=False)
+    d.add(
+        received(playout=960, audioFramesDecoded=100, audioFramesLate=50, audioGroupsDropped=1, late=20), 2000.0, False
+    )
+    # No more late frames: the page's last audioLateMs is old news, not a sample.
+    d.add(
+        received(playout=960, audioFramesDecoded=150, audioFramesLate=50, audioGroupsDropped=1, late=20), 3000.0, False
+    )
     r = direction_result(d)
     assert r["playout_delay_ms_first_last"] == [111.0, 960.0]  # the window's first snapshot only opens it
-    assert (r["audio_frames_late"], r["audio_frames_decoded"]) == (50, 100)
+    assert (r["audio_frames_late"], r["audio_frames_decoded"]) == (50, 150)
+    assert d.audio_late_ms == [300.0, 20.0]  # sampled when the count grew, not in the last snapshot
     _, detail = call_tables([{**run_result(2), "per_direction": [r]}])
-    assert detail.rows[0][4] == "111 -> 960" and detail.rows[0][8] == "50 (50%) / 1"
+    assert detail.rows[0][4] == "111 -> 960" and detail.rows[0][8] == f"50 (33%) by {r['audio_late_ms']:.0f} ms / 1"
 
 
 def test_sampling_takes_the_latest_latency_only_when_a_frame_was_shown_or_played() -> None:

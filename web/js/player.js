@@ -487,6 +487,8 @@ export function createStats(trace = false) {
     audioFramesDecoded: 0,
     audioFramesPlayed: 0,
     audioFramesLate: 0,
+    /** How far past its due time the newest audio frame too late to play was decoded (ms). */
+    audioLateMs: null,
     latencyMs: null,
     /** How long after capture objects are due (ms): the best transit of the slowest track, plus the jitter. */
     playoutDelayMs: null,
@@ -882,6 +884,7 @@ class AudioTrack extends MediaTrack {
       if (Math.abs(when - this.#nextTime) < 0.01) when = this.#nextTime; // butt it to the previous buffer
       if (when < ctx.currentTime + 0.005) {
         stats.audioFramesLate++;
+        stats.audioLateMs = Math.round((ctx.currentTime + 0.005 - when) * 1000);
         return;
       }
       const buffer = ctx.createBuffer(data.numberOfChannels, data.numberOfFrames, data.sampleRate);
