@@ -146,12 +146,15 @@ def summary(stats: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-@pytest.mark.parametrize("draft", [22, 18], ids=lambda d: f"draft-{d}")
-def test_two_pages_in_a_room_decode_each_others_video_and_audio(tmp_path: Path, draft: int) -> None:
+@pytest.mark.parametrize(("draft", "bobs_codec"), [(22, "avc1"), (18, "vp8")], ids=["draft-22", "draft-18, bob on VP8"])
+def test_two_pages_in_a_room_decode_each_others_video_and_audio(tmp_path: Path, draft: int, bobs_codec: str) -> None:
+    """Two pages decode each other. In the second case bob's page publishes VP8, as a browser without an H.264
+    encoder does (`?codec=vp8`), and alice's decodes it beside her own H.264."""
+
     async def scenario() -> None:
         async with relay_with_pages(tmp_path) as (_, web), participants(web, "alice", "bob") as (alice, bob):
             started = time.monotonic()
-            await asyncio.gather(alice.join(f"drafts={draft}"), bob.join(f"drafts={draft}"))
+            await asyncio.gather(alice.join(f"drafts={draft}"), bob.join(f"drafts={draft}&codec={bobs_codec}"))
             a, b = await asyncio.gather(
                 alice.wait(hears_and_sees("bob", 60, 100), 30, "alice decoding bob"),
                 bob.wait(hears_and_sees("alice", 60, 100), 30, "bob decoding alice"),
@@ -160,11 +163,11 @@ def test_two_pages_in_a_room_decode_each_others_video_and_audio(tmp_path: Path, 
             tiles = await alice.browser.evaluate(TILES)
             shown = await alice.browser.evaluate("document.querySelector('[data-participant] .latency').textContent")
             print(f"\nafter {elapsed:.1f} s\nalice's page: {summary(a)}\nbob's page: {summary(b)}\nshown: {shown!r}")
-            for stats, me, other in ((a, "alice", "bob"), (b, "bob", "alice")):
+            for stats, me, other, codec in ((a, "alice", "bob", bobs_codec), (b, "bob", "alice", "avc1")):
                 assert stats["self"] == me and list(stats["participants"]) == [other]  # never itself
                 assert stats["state"] == "in the call" and stats["draft"] == draft and stats["lastError"] is None
                 p = stats["participants"][other]
-                assert p["videoCodec"].startswith("avc1.") and (p["width"], p["height"]) == (320, 240)
+                assert p["videoCodec"].startswith(codec) and (p["width"], p["height"]) == (320, 240)
                 assert p["outOfOrder"] == 0 and p["lastError"] is None
                 assert isinstance(p["latencyMs"], int) and 0 < p["latencyMs"] < 1000
                 assert p["audioPriority"] == AUDIO_PRIORITY and p["videoPriority"] in (
@@ -173,6 +176,7 @@ def test_two_pages_in_a_room_decode_each_others_video_and_audio(tmp_path: Path, 
                 )
                 assert isinstance(p["audioLevel"], int) and 0 <= p["audioLevel"] <= 127  # LOC AUDIO_LEVEL arrives
                 pub = stats["publisher"]
+                assert pub["videoCodec"].startswith(bobs_codec if me == "bob" else "avc1")
                 assert pub["cameraOn"] and pub["micOn"] and pub["state"] == "publishing"
                 assert pub["keyframes"] >= 2 and pub["videoGroups"] == pub["keyframes"]
                 assert pub["videoFramesDropped"] == 0 and pub["lastError"] is None
