@@ -72,6 +72,7 @@ COUNTERS = (
     "audioFramesDecoded",
     "audioFramesPlayed",
     "audioFramesLate",
+    "audioFramesCut",
     "videoGroupsDropped",
     "audioGroupsDropped",
     "skips",
@@ -391,6 +392,7 @@ def direction_result(d: Direction) -> Json:
         "audio_groups_dropped": d.delta("audioGroupsDropped"),
         "audio_frames_late": d.delta("audioFramesLate"),
         "audio_late_ms": median(d.audio_late_ms),
+        "audio_frames_cut": d.delta("audioFramesCut"),
         "audio_frames_decoded": d.delta("audioFramesDecoded"),
         "skips": d.delta("skips"),
         "out_of_order": d.delta("outOfOrder"),
@@ -429,6 +431,7 @@ def pooled(directions: list[Direction]) -> Json:
         "audio_groups_dropped": total("audio_groups_dropped"),
         "audio_frames_late": total("audio_frames_late"),
         "audio_late_ms": median([v for d in directions for v in d.audio_late_ms]),
+        "audio_frames_cut": total("audio_frames_cut"),
         "audio_frames_decoded": total("audio_frames_decoded"),
         "skips": total("skips"),
         "worst_direction_video_p99_ms": max((r["video"]["p99_ms"] or 0.0 for r in results), default=None),
@@ -572,9 +575,10 @@ def call_tables(runs: list[Json]) -> list[Table]:
         "audioLatencyMs: its start time on the Web Audio clock, mapped to wall time through the context's output "
         "timestamp); frames too late to play (audio late) have no figure, so with many late the percentiles are "
         "those of the frames that made it",
-        "playout = the player's playout delay (capture to due: the best transit of the last 5-10 s + a 100 ms jitter "
-        "buffer; the median direction) when the window starts and when it ends: when it grows, something on the way "
-        "falls behind real time, and frames whose transit grew past the jitter buffer come too late to play",
+        "playout = the player's playout delay (capture to due: the best transit of the last 5-10 s + the jitter "
+        "buffer, which on call pages starts at 100 ms and adapts after 3 s to how late frames become playable, 20-400 "
+        "ms; the median direction) when the window starts and when it ends: when it grows by more than the jitter "
+        "can, something on the way falls behind real time, and audio past the jitter buffer comes too late to play",
         "sent = what each page encoded per second (mean over pages): the camera gives 20 fps; 50 audio frames/s (20 ms "
         "each) keep up with the microphone, fewer means the sending page's audio falls behind",
         "neither includes the devices (the camera's and microphone's own capture latency, the compositor and display, "

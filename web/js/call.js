@@ -74,6 +74,8 @@ let stage = null;
 function playerOptions(audioPriority, videoPriority) {
   return {
     jitterMs: queryNumber(query, 'jitter', DEFAULTS.jitterMs),
+    // A call's delay follows the path and the machine (PlayoutClock), unless the page is given one (?jitter=).
+    adaptiveJitter: !query.has('jitter'),
     maxLatencyMs: queryNumber(query, 'maxLatency', DEFAULTS.maxLatencyMs),
     audioPriority,
     videoPriority,

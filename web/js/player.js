@@ -21,7 +21,8 @@
 //   in object order. The next group is taken when the current one has ended (its stream's FIN) and the next
 //   id follows on, or after a short wait (a lost group, a late FIN). Buffers are bounded.
 // - One playout clock for both tracks (PlayoutClock): an object with capture time T is due at
-//   T + (best transit seen lately) + jitter, in this page's clock. The best transit is the minimum of
+//   T + (best transit seen lately) + jitter, in this page's clock. The jitter is fixed (100 ms), or adaptive (call
+//   pages): how late objects have lately become playable, within bounds. The best transit is the minimum of
 //   (arrival - T) over a sliding window, so it follows the live edge and not the burst of cached frames a
 //   subscriber gets first; it also absorbs a constant clock difference between publisher and viewer. It is
 //   kept per track and the slowest track's counts (audio through an encoder arrives later after capture than
@@ -56,8 +57,12 @@ export const CATALOG_TRACK = 'catalog';
 
 /** Tunables; a page may override them from its query. */
 export const DEFAULTS = Object.freeze({
-  /** Playout delay over the best transit seen (ms): what absorbs network jitter. */
+  /** Playout delay over the best transit seen (ms): what absorbs network jitter. With `adaptiveJitter`, where it
+   * starts: it then follows how late objects become playable (see PlayoutClock), within min/maxJitterMs. */
   jitterMs: 100,
+  adaptiveJitter: false,
+  minJitterMs: 20,
+  maxJitterMs: 400,
   /** Behind the live edge by more than this (ms), a track skips to its newest group. */
   maxLatencyMs: 1000,
   /** Groups a track buffers (audio: one 20 ms frame per group, so 8 s); past it the oldest are dropped. */
@@ -83,6 +88,21 @@ export const DEFAULTS = Object.freeze({
 export const MAX_TRACE = 20000;
 /** The playout clock's window for the best transit (ms): two windows of this length are kept. */
 const TRANSIT_WINDOW_MS = 5000;
+/** Adaptive jitter: how many samples a track keeps of how late after its best transit an object became playable
+ * (decoded): 4 s of audio, 10 s of video. */
+const JITTER_SAMPLES = 200;
+/** Adaptive jitter: the share of those samples it leaves on time (the rest come too late: audio is dropped). */
+const JITTER_PERCENTILE = 0.98;
+/** Adaptive jitter: added to the percentile (audio is scheduled at least 5 ms ahead; the decode queue varies). */
+const JITTER_MARGIN_MS = 10;
+/** Adaptive jitter: how often it is worked out again (ms), samples it needs first, and how far it may come down
+ * each time (ms; up it goes at once): 40 ms a second, so a shrinking delay does not cut audio short. */
+const JITTER_UPDATE_MS = 250;
+const JITTER_MIN_SAMPLES = 20;
+const JITTER_FALL_MS = 20;
+/** Adaptive jitter: a track's first objects are not sampled (ms): a new subscriber gets the latest group at once,
+ * objects captured up to a GOP ago, and plays the live edge only once that burst is past. */
+const JITTER_SETTLE_MS = 3000;
 /** How long a finished group's successor may be missing before we move past the gap (ms). */
 const GAP_WAIT_MS = 80;
 /** How long a group with no FIN and no new object holds back the next group (ms). */
@@ -156,25 +176,65 @@ export function sharedAudioContext() {
  * transit is kept per track, and the clock follows the slowest track's: audio coming through an encoder that
  * holds 20 ms frames (and its lookahead) arrives tens of ms later after capture than video does, and must not
  * be late by design; the video then waits for it (lip sync). A track silent for two windows no longer counts.
+ *
+ * Each track's jitter is fixed (`jitterMs`), or, with `adaptive` ({min, max}), follows how late after its best
+ * transit the track's objects became playable (`ready()`: decoded, so the decoder's delay counts too): the
+ * JITTER_PERCENTILE of its last JITTER_SAMPLES plus JITTER_MARGIN_MS, within [min, max], from JITTER_SETTLE_MS
+ * after the track's first object on. It rises at once and comes down by JITTER_FALL_MS at most every
+ * JITTER_UPDATE_MS (audio leaves a frame out where its schedule moves earlier: AudioTrack). A quiet path gets a small delay (a call on one
+ * machine: about 20 ms instead of 100), a busy one a bigger delay instead of late audio.
  */
 export class PlayoutClock {
-  /** @type {Map<string, {windows: number[], start: number, last: number}>} */
+  /** @type {Map<string, {windows: number[], first: number, start: number, last: number, jitter: number,
+   *   spreads: number[], next: number}>} */
   #tracks = new Map();
+  #adaptive;
+  #now;
+  #adaptedAt = -Infinity;
 
-  constructor(jitterMs) {
+  /**
+   * @param {number} jitterMs the jitter (ms), or with `adaptive` where it starts
+   * @param {{adaptive?: {min: number, max: number} | null, now?: () => number}} options
+   */
+  constructor(jitterMs, { adaptive = null, now = () => performance.now() } = {}) {
     this.jitterMs = jitterMs;
+    this.#adaptive = adaptive;
+    this.#now = now;
   }
 
   /** An object of track `kind` captured at `mediaMs` arrived at `arrival` (performance.now()). */
   observe(mediaMs, arrival, kind = 'media') {
     let track = this.#tracks.get(kind);
-    if (!track) this.#tracks.set(kind, (track = { windows: [Infinity, Infinity], start: arrival, last: arrival }));
+    if (!track) {
+      track = {
+        windows: [Infinity, Infinity],
+        first: arrival,
+        start: arrival,
+        last: arrival,
+        jitter: this.jitterMs,
+        spreads: [],
+        next: 0,
+      };
+      this.#tracks.set(kind, track);
+    }
     if (arrival - track.start > TRANSIT_WINDOW_MS) {
       track.windows = [track.windows[1], Infinity];
       track.start = arrival;
     }
     track.windows[1] = Math.min(track.windows[1], arrival - mediaMs);
     track.last = arrival;
+  }
+
+  /** An object of track `kind` captured at `mediaMs` became playable (decoded) at `at` (adaptive jitter only). */
+  ready(mediaMs, at, kind = 'media') {
+    const track = this.#tracks.get(kind);
+    if (!this.#adaptive || !track || at - track.first < JITTER_SETTLE_MS) return;
+    const best = Math.min(...track.windows);
+    if (best === Infinity) return;
+    const spread = at - mediaMs - best;
+    if (track.spreads.length < JITTER_SAMPLES) track.spreads.push(spread);
+    else track.spreads[track.next] = spread;
+    track.next = (track.next + 1) % JITTER_SAMPLES;
   }
 
   /** Start `kind` afresh: a new subscription may come from a new source, with its own capture clock. */
@@ -184,19 +244,42 @@ export class PlayoutClock {
 
   /** performance.now() - capture time for an object played on time, or null before any was seen. */
   get offset() {
-    const now = performance.now();
+    const now = this.#now();
+    if (this.#adaptive && now - this.#adaptedAt >= JITTER_UPDATE_MS) this.#adapt(now);
     let slowest = -Infinity;
     for (const track of this.#tracks.values()) {
       if (now - track.last > 2 * TRANSIT_WINDOW_MS && this.#tracks.size > 1) continue;
-      slowest = Math.max(slowest, Math.min(...track.windows));
+      slowest = Math.max(slowest, Math.min(...track.windows) + track.jitter);
     }
-    return slowest === -Infinity || slowest === Infinity ? null : slowest + this.jitterMs;
+    return slowest === -Infinity || slowest === Infinity ? null : slowest;
+  }
+
+  /** The jitter of the track the clock follows now (ms), or null before any was seen. */
+  get jitter() {
+    const offset = this.offset;
+    if (offset === null) return null;
+    for (const track of this.#tracks.values()) {
+      if (Math.min(...track.windows) + track.jitter === offset) return track.jitter;
+    }
+    return null;
+  }
+
+  #adapt(now) {
+    this.#adaptedAt = now;
+    const { min, max } = this.#adaptive;
+    for (const track of this.#tracks.values()) {
+      if (track.spreads.length < JITTER_MIN_SAMPLES) continue;
+      const sorted = [...track.spreads].sort((a, b) => a - b);
+      const at = sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * JITTER_PERCENTILE))];
+      const target = Math.min(max, Math.max(min, at + JITTER_MARGIN_MS));
+      track.jitter = target >= track.jitter ? target : Math.max(target, track.jitter - JITTER_FALL_MS);
+    }
   }
 
   /** When an object captured at `mediaMs` is due, in performance.now() ms. */
   due(mediaMs) {
     const offset = this.offset;
-    return offset === null ? performance.now() : mediaMs + offset;
+    return offset === null ? this.#now() : mediaMs + offset;
   }
 }
 
@@ -487,11 +570,15 @@ export function createStats(trace = false) {
     audioFramesDecoded: 0,
     audioFramesPlayed: 0,
     audioFramesLate: 0,
+    /** Audio frames left out where the playout delay came down (they would have overlapped the previous one). */
+    audioFramesCut: 0,
     /** How far past its due time the newest audio frame too late to play was decoded (ms). */
     audioLateMs: null,
     latencyMs: null,
     /** How long after capture objects are due (ms): the best transit of the slowest track, plus the jitter. */
     playoutDelayMs: null,
+    /** The jitter in that delay (ms): fixed, or adapted (the `adaptiveJitter` option). */
+    jitterMs: null,
     /** Capture to the moment a decoded audio frame is due to be heard (ms), while audio plays. */
     audioLatencyMs: null,
     /** The AUDIO_LEVEL (LOC) of the newest audio object: -dBov, 0 loudest .. 127 silence; and its V flag. */
@@ -551,7 +638,8 @@ class MediaTrack {
     // A video subscriber joins at the start of the latest GOP, up to a GOP behind the live edge: skipping then
     // would throw away the group it just joined. So the bound is at least a GOP (MSF maxGopDuration) + margin.
     const gop = kind === 'video' ? Number(track.maxGopDuration ?? track.maxGroupDuration ?? 0) : 0;
-    this.skipThresholdMs = Math.max(o.maxLatencyMs, gop + 2 * o.jitterMs);
+    const jitter = o.adaptiveJitter ? Math.max(o.jitterMs, o.maxJitterMs) : o.jitterMs;
+    this.skipThresholdMs = Math.max(o.maxLatencyMs, gop + 2 * jitter);
   }
 
   async start(session, namespace) {
@@ -756,6 +844,7 @@ class VideoTrack extends MediaTrack {
       frame.close();
       return;
     }
+    this.player.clock.ready(frame.timestamp / 1000, performance.now(), this.kind);
     this.renderQueue.push(frame);
   }
 
@@ -880,8 +969,18 @@ class AudioTrack extends MediaTrack {
     try {
       if (this.closed || !ctx || ctx.state !== 'running') return;
       const now = performance.now();
+      // Playable from the earliest moment a buffer can start (currentTime runs ahead of what is heard by the
+      // output latency, and a start must be 5 ms ahead of it), in performance time.
+      const earliest = (ctx.currentTime + 0.005 - this.#contextOffset(now)) * 1000;
+      this.player.clock.ready(data.timestamp / 1000, Math.max(now, earliest), this.kind);
       let when = this.player.clock.due(data.timestamp / 1000) / 1000 + this.#contextOffset(now);
       if (Math.abs(when - this.#nextTime) < 0.01) when = this.#nextTime; // butt it to the previous buffer
+      if (this.#nextTime - when >= 0.01 && this.#nextTime > ctx.currentTime) {
+        // The playout delay came down (PlayoutClock): this frame would overlap the previous one. Leave it out; the
+        // next ones start later by a frame each, until one butts to the previous buffer again.
+        stats.audioFramesCut++;
+        return;
+      }
       if (when < ctx.currentTime + 0.005) {
         stats.audioFramesLate++;
         stats.audioLateMs = Math.round((ctx.currentTime + 0.005 - when) * 1000);
@@ -948,7 +1047,9 @@ export class Player {
     this.canvas = canvas;
     this.options = { ...DEFAULTS, ...options };
     this.stats = stats ?? createStats(this.options.trace);
-    this.clock = new PlayoutClock(this.options.jitterMs);
+    const o = this.options;
+    const adaptive = o.adaptiveJitter ? { min: o.minJitterMs, max: o.maxJitterMs } : null;
+    this.clock = new PlayoutClock(o.jitterMs, { adaptive });
     this.ticker = setInterval(() => this.#tick(), 250);
   }
 
@@ -1232,6 +1333,8 @@ export class Player {
     stats.audioState = this.#audioContext?.state ?? null;
     const offset = this.clock.offset;
     stats.playoutDelayMs = offset === null ? null : Math.round(offset + Date.now() - now);
+    const jitter = this.clock.jitter;
+    stats.jitterMs = jitter === null ? null : Math.round(jitter);
     const session = this.session;
     if (session && !this.#ownsSession) {
       // A shared session's bytes are everyone's: count this player's media payloads.

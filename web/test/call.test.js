@@ -407,6 +407,48 @@ test("the playout clock follows the slowest track's best transit; a new subscrip
   assert.equal(clock.offset, 105);
 });
 
+test('an adaptive playout clock follows how late objects become playable, within its bounds', () => {
+  let now = 1000;
+  const clock = new PlayoutClock(100, { adaptive: { min: 20, max: 400 }, now: () => now });
+  // Audio arrives 30 ms after capture at best. The first 3 s (the burst a new subscriber starts with) are not
+  // sampled, however late: the jitter stays where it starts, jitterMs.
+  clock.observe(now - 30, now, 'audio');
+  for (let i = 0; i < 100; i++) clock.ready(now - 30, now + 900, 'audio');
+  now += 250;
+  assert.equal(clock.offset, 30 + 100);
+  now += 3000;
+  // Then it is decoded 0-9 ms after that (ten samples of each): the 98th percentile (9 ms) + the 10 ms margin =
+  // 19 ms, under the floor of 20 ms. It comes down 20 ms each 250 ms at most.
+  for (let i = 0; i < 100; i++) {
+    clock.observe(now - 30, now, 'audio');
+    clock.ready(now - 30, now + (i % 10), 'audio');
+  }
+  now += 250;
+  assert.equal(clock.offset, 30 + 80);
+  assert.equal(clock.offset, 30 + 80, 'not again before 250 ms');
+  for (let i = 0; i < 3; i++) {
+    now += 250;
+    void clock.offset;
+  }
+  assert.equal(clock.offset, 30 + 20);
+  assert.equal(clock.jitter, 20);
+  // The machine gets busy: 10 of the last 200 objects are playable 150 ms late. It goes up at once.
+  for (let i = 0; i < 100; i++) clock.ready(now - 30, now + (i % 10 === 0 ? 150 : 5), 'audio');
+  now += 250;
+  assert.equal(clock.offset, 30 + 160);
+  // Much later, never past the ceiling.
+  for (let i = 0; i < 200; i++) clock.ready(now - 30, now + 900, 'audio');
+  now += 250;
+  assert.equal(clock.offset, 30 + 400);
+  // A fixed clock takes no notice of when objects became playable.
+  const fixed = new PlayoutClock(100, { now: () => now });
+  fixed.observe(now - 30, now, 'audio');
+  now += 5000;
+  for (let i = 0; i < 200; i++) fixed.ready(now - 30, now + 900, 'audio');
+  now += 250;
+  assert.equal(fixed.offset, 130);
+});
+
 test('room paths: /call/ROOM, fields percent-encoded as in /watch/NAME', () => {
   assert.equal(callPath(['team']), '/call/team');
   assert.equal(callPath(['my team', 'a/b']), '/call/my%20team/a%2Fb');
