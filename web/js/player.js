@@ -637,9 +637,13 @@ class MediaTrack {
     });
     // A video subscriber joins at the start of the latest GOP, up to a GOP behind the live edge: skipping then
     // would throw away the group it just joined. So the bound is at least a GOP (MSF maxGopDuration) + margin.
-    const gop = kind === 'video' ? Number(track.maxGopDuration ?? track.maxGroupDuration ?? 0) : 0;
-    const jitter = o.adaptiveJitter ? Math.max(o.jitterMs, o.maxJitterMs) : o.jitterMs;
-    this.skipThresholdMs = Math.max(o.maxLatencyMs, gop + 2 * jitter);
+    this.gopMs = kind === 'video' ? Number(track.maxGopDuration ?? track.maxGroupDuration ?? 0) : 0;
+  }
+
+  /** How far behind its live edge the track may fall before it skips ahead (ms), with the clock's jitter now. */
+  get skipThresholdMs() {
+    const o = this.player.options;
+    return Math.max(o.maxLatencyMs, this.gopMs + 2 * (this.player.clock.jitter ?? o.jitterMs));
   }
 
   async start(session, namespace) {
