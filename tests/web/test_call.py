@@ -38,6 +38,8 @@ pytestmark = [
 T = TypeVar("T")
 #: Each test must finish within this (the brief: under 60 s).
 TEST_DEADLINE = 58.0
+#: The browser publisher's audio frames per group (web/js/publisher.js PUBLISHER_DEFAULTS).
+AUDIO_FRAMES_PER_GROUP = 5
 ROOM: TrackNamespace = (b"team",)
 #: Small pictures keep three encoders and six decoders within two cores; the fake camera gives 20 fps.
 MEDIA = "width=320&height=240&fps=20"
@@ -179,6 +181,8 @@ def test_two_pages_in_a_room_decode_each_others_video_and_audio(tmp_path: Path, 
                 assert pub["videoCodec"].startswith(bobs_codec if me == "bob" else "avc1")
                 assert pub["cameraOn"] and pub["micOn"] and pub["state"] == "publishing"
                 assert pub["keyframes"] >= 2 and pub["videoGroups"] == pub["keyframes"]
+                # Five 20 ms audio frames to a group (a stream each): the group that is open counts too.
+                assert pub["audioGroups"] == -(-pub["audioFramesEncoded"] // AUDIO_FRAMES_PER_GROUP)
                 assert pub["videoFramesDropped"] == 0 and pub["lastError"] is None
                 # The relay subscribed to the three tracks (catalog, video, audio) once each, whatever it fans out.
                 assert pub["subscriptions"] == 3 and pub["served"] == 3 and pub["groupsDropped"] == 0

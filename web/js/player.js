@@ -14,7 +14,7 @@
 // - LOC objects (draft-ietf-moq-loc-04): the payload is one WebCodecs chunk; TIMESTAMP (0x10) is the capture
 //   time, microseconds since the Unix epoch unless TIMESCALE (0x08) says otherwise; VIDEO_CONFIG (0x0D) on a
 //   group's first object is the decoder description (avcC for "avc1"); VIDEO_FRAME_MARKING (0x09) marks
-//   keyframes. One group per GOP, object 0 the keyframe; audio (Opus) one frame per group by default.
+//   keyframes. One group per GOP, object 0 the keyframe; audio (Opus) one or a few frames per group.
 //
 // How it plays:
 // - Each track has a group buffer (GroupBuffer): objects by group, played in group order and, inside a group,
@@ -65,7 +65,7 @@ export const DEFAULTS = Object.freeze({
   maxJitterMs: 400,
   /** Behind the live edge by more than this (ms), a track skips to its newest group. */
   maxLatencyMs: 1000,
-  /** Groups a track buffers (audio: one 20 ms frame per group, so 8 s); past it the oldest are dropped. */
+  /** Groups a track buffers (audio: 20 ms frames, 1-5 per group, so 8-40 s); past it the oldest are dropped. */
   maxBufferedGroups: 400,
   /** Payload bytes a track buffers. */
   maxBufferedBytes: 32 * 1024 * 1024,
