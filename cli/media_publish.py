@@ -95,7 +95,7 @@ class TrackCounters:
 class Broadcast:
     """One namespace's tracks and the packaging of frames into them."""
 
-    def __init__(self, ns: TrackNamespace, infos: tuple[StreamInfo, ...]) -> None:
+    def __init__(self, ns: TrackNamespace, infos: tuple[StreamInfo, ...], audio_frames_per_group: int = 1) -> None:
         self.namespace = ns
         self.infos: dict[TrackKind, StreamInfo] = {info.kind: info for info in infos}
         self.catalog_track = Track(ns, CATALOG_TRACK_NAME.encode(), max_groups=CATALOG_CACHE_GROUPS)
@@ -105,7 +105,7 @@ class Broadcast:
         for kind in self.infos:
             groups = VIDEO_CACHE_GROUPS if kind == "video" else AUDIO_CACHE_GROUPS
             self.tracks[kind] = Track(ns, TRACK_NAMES[kind].encode(), max_groups=groups)
-            self.mappers[kind] = GroupMapper(kind)
+            self.mappers[kind] = GroupMapper(kind, frames_per_group=audio_frames_per_group if kind == "audio" else None)
             self.counters[kind] = TrackCounters()
         self.catalog_groups = 0
         #: Stage participants' entries (`cli.media_stage`), listed after our own tracks.
@@ -295,7 +295,7 @@ async def _publish(
     infos: tuple[StreamInfo, ...],
     stop: asyncio.Event,
 ) -> dict[str, Any]:
-    broadcast = Broadcast(ns, infos)
+    broadcast = Broadcast(ns, infos, cfg.audio_frames_per_group)
     for track in broadcast.all_tracks:
         session.add_track(track)
     session.on_request = broadcast.on_request

@@ -38,6 +38,8 @@ class PublishConfig(msgspec.Struct, frozen=True, kw_only=True):
     timeout: float = 10.0
     wait_subscriber: bool = False
     catalog_interval: float = 5.0
+    #: Audio frames per group, each group a stream (LOC-04's example: one; moq.media.groups).
+    audio_frames_per_group: int = 1
     stats_json: str | None = None
     stats_interval: float = 1.0
     quiet: bool = False
@@ -109,6 +111,14 @@ def _stage_allow(ctx: click.Context, param: click.Parameter, value: str | None) 
     help="Seconds between catalog groups (0: only when it changes).",
 )
 @click.option(
+    "--audio-frames-per-group",
+    type=click.IntRange(1, 50),
+    default=1,
+    show_default=True,
+    help="Audio frames to a group, one stream each: more means fewer streams for the relay and every viewer (a "
+    "browser pays for each), and bigger pieces of audio dropped when one is late.",
+)
+@click.option(
     "--stats-json", metavar="FILE", help="Write the final figures (frames, objects, groups per track) as JSON."
 )
 @click.option(
@@ -148,6 +158,7 @@ def publish(
     timeout: float,
     wait_subscriber: bool,
     catalog_interval: float,
+    audio_frames_per_group: int,
     stats_json: str | None,
     stage: bool,
     stage_max: int | None,
@@ -159,9 +170,10 @@ def publish(
     """Publish live media to the relay at URL (moqt://host:port/ or https://host:port/ for WebTransport).
 
     Tracks in the namespace: "video" (H.264, one group per GOP, one object per frame, LOC), "audio" (Opus, or AAC
-    with --copy; one frame per group) and "catalog" (MSF; object 0 of each group is the full catalog, a new group
-    every --catalog-interval seconds and whenever a track changes). With --stage, the catalog also lists the video
-    and audio of the viewers brought on stage, each entry with the viewer's namespace (NAMESPACE/stage/<name>).
+    with --copy; one frame per group, or --audio-frames-per-group) and "catalog" (MSF; object 0 of each group is
+    the full catalog, a new group every --catalog-interval seconds and whenever a track changes). With --stage, the
+    catalog also lists the video and audio of the viewers brought on stage, each entry with the viewer's namespace
+    (NAMESPACE/stage/<name>).
     """
     from cli.media_glue import CliError
     from cli.media_publish import run_publish
@@ -189,6 +201,7 @@ def publish(
         timeout=timeout,
         wait_subscriber=wait_subscriber,
         catalog_interval=catalog_interval,
+        audio_frames_per_group=audio_frames_per_group,
         stats_json=stats_json,
         stats_interval=stats_interval,
         quiet=quiet,

@@ -8,13 +8,16 @@ import signal
 from pathlib import Path
 
 import av
+import pytest
 
 from tests.cli.helpers import SMALL, load_json, moq, relay_args, relay_running, run
 
 
-def test_pattern_every_frame_decoded_in_order(tmp_path: Path) -> None:
+@pytest.mark.parametrize("audio_per_group", [1, 5], ids=["one audio frame a group", "five audio frames a group"])
+def test_pattern_every_frame_decoded_in_order(tmp_path: Path, audio_per_group: int) -> None:
     """3 s of the test pattern at 15 fps: the subscriber decodes exactly the frames the publisher published,
-    video and audio, in order (the stamps read back 0, 1, 2, ... with no gap), and ends with the broadcast."""
+    video and audio, in order (the stamps read back 0, 1, 2, ... with no gap), and ends with the broadcast. Audio
+    goes one frame to a group (LOC-04's example, the default) or five (--audio-frames-per-group)."""
     pub_json, sub_json = tmp_path / "pub.json", tmp_path / "sub.json"
 
     async def scenario() -> None:
@@ -22,6 +25,7 @@ def test_pattern_every_frame_decoded_in_order(tmp_path: Path) -> None:
             url = relay_args(relay)
             publish = ["publish", *url, "--name", "live/demo", *SMALL, "--framerate", "15", "--duration", "3"]
             publish += ["--wait-subscriber", "--stats-json", str(pub_json)]
+            publish += ["--audio-frames-per-group", str(audio_per_group)]
             async with moq(*publish) as pub:
                 await pub.line("waiting for a subscriber")
                 subscribe = [
@@ -42,7 +46,7 @@ def test_pattern_every_frame_decoded_in_order(tmp_path: Path) -> None:
     published, received = load_json(pub_json), load_json(sub_json)
     video, audio = published["tracks"]["video"], published["tracks"]["audio"]
     assert video["frames"] == 45 and video["groups"] == 3  # 15 fps x 3 s, one group per 1 s GOP
-    assert audio["frames"] >= 150
+    assert audio["frames"] >= 150 and audio["groups"] == -(-audio["frames"] // audio_per_group)
     got_video, got_audio = received["tracks"]["video"], received["tracks"]["audio"]
     assert got_video["objects"] == got_video["frames_decoded"] == video["frames"]
     assert got_audio["objects"] == got_audio["frames_decoded"] == audio["frames"]
