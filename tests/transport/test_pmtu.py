@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -63,19 +64,31 @@ class Forwarder(asyncio.DatagramProtocol):
             self.transport.sendto(data, target)
 
 
-async def through_forwarder(
+@asynccontextmanager
+async def forwarded(
     kind: TransportKind, certificate: CertificateBundle, mtu: int
-) -> tuple[Any, Forwarder, TransportConnection, TransportConnection]:
+) -> AsyncIterator[tuple[Forwarder, TransportConnection, TransportConnection]]:
+    """A server, a client connected to it through a Forwarder (the path, with `mtu`): (path, server side, client)."""
     server = await serve("127.0.0.1", 0, certificate=certificate)
-    loop = asyncio.get_running_loop()
-    transport, forwarder = await loop.create_datagram_endpoint(
-        lambda: Forwarder(("127.0.0.1", server.port), mtu), local_addr=("127.0.0.1", 0)
-    )
-    forwarder.transport = transport
-    port = transport.get_extra_info("sockname")[1]
-    client = await connect(url_for(kind, port), fingerprint=certificate.fingerprint)
-    peer = await asyncio.wait_for(server.accept(), 10)
-    return server, forwarder, peer, client
+    transport: asyncio.DatagramTransport | None = None
+    try:
+        loop = asyncio.get_running_loop()
+        transport, forwarder = await loop.create_datagram_endpoint(
+            lambda: Forwarder(("127.0.0.1", server.port), mtu), local_addr=("127.0.0.1", 0)
+        )
+        forwarder.transport = transport
+        port = transport.get_extra_info("sockname")[1]
+        client = await connect(url_for(kind, port), fingerprint=certificate.fingerprint)
+        try:
+            peer = await asyncio.wait_for(server.accept(), 10)
+            yield forwarder, peer, client
+        finally:
+            await finish(client)
+    finally:
+        if transport is not None:
+            transport.close()
+        server.close()
+        await server.wait_closed()
 
 
 def prober(connection: TransportConnection) -> pmtu.PathMtuProber:
@@ -119,8 +132,7 @@ def test_packets_grow_to_the_probed_size_on_a_path_that_takes_it(
     kind: TransportKind, certificate: CertificateBundle
 ) -> None:
     async def scenario() -> None:
-        server, path, peer, client = await through_forwarder(kind, certificate, mtu=1500)
-        try:
+        async with forwarded(kind, certificate, mtu=1500) as (path, peer, client):
             server_side, client_side = prober(peer), prober(client)
             await exchange_until(peer, client, lambda: server_side.size == PROBED and client_side.size == PROBED)
             # One probe acknowledged on each side (a probe lost on a busy machine's loopback is sent again).
@@ -133,10 +145,6 @@ def test_packets_grow_to_the_probed_size_on_a_path_that_takes_it(
             assert max(to_client) == PROBED and max(to_server) == PROBED
             assert to_client.count(PROBED) >= 10 and to_server.count(PROBED) >= 10
             assert path.dropped == 0
-        finally:
-            await finish(client)
-            server.close()
-            await server.wait_closed()
 
     run(scenario())
 
@@ -148,8 +156,7 @@ def test_a_path_that_drops_big_packets_keeps_the_connection_at_1200_bytes(
     monkeypatch.setattr(pmtu, "PROBE_RETRY_SECONDS", 0.05)
 
     async def scenario() -> None:
-        server, path, peer, client = await through_forwarder(kind, certificate, mtu=1400)
-        try:
+        async with forwarded(kind, certificate, mtu=1400) as (path, peer, client):
             server_side, client_side = prober(peer), prober(client)
             server_losses, client_losses = congestion_losses(peer), congestion_losses(client)
             gave_up = (pmtu.MAX_PROBES, 0, pmtu.MAX_PROBES)
@@ -172,10 +179,6 @@ def test_a_path_that_drops_big_packets_keeps_the_connection_at_1200_bytes(
             # A lost probe is no congestion signal (RFC 9000 §14.4): the congestion controllers were told of lost
             # packets only of the connection's own size (the forwarder may lose some under load), never of a probe.
             assert max(server_losses + client_losses, default=0) <= BASE
-        finally:
-            await finish(client)
-            server.close()
-            await server.wait_closed()
 
     run(scenario())
 
@@ -187,16 +190,11 @@ def test_a_peer_that_takes_less_is_probed_at_its_own_limit(
     monkeypatch.setattr(_aioquic, "peer_max_udp_payload_size", lambda quic: 1300)
 
     async def scenario() -> None:
-        server, path, peer, client = await through_forwarder(KINDS[0], certificate, mtu=1500)
-        try:
+        async with forwarded(KINDS[0], certificate, mtu=1500) as (path, peer, client):
             await exchange_until(peer, client, lambda: prober(peer).size == 1300 and prober(client).size == 1300)
             seen = len(path.to_client)
             await exchange_until(peer, client, lambda: True)
             assert max(path.to_client[seen:]) == 1300
-        finally:
-            await finish(client)
-            server.close()
-            await server.wait_closed()
 
     run(scenario())
 
@@ -254,8 +252,7 @@ def test_a_path_that_stops_taking_big_packets_falls_back_and_is_probed_again(
     monkeypatch.setattr(pmtu, "PROBE_RETRY_SECONDS", 0.05)
 
     async def scenario() -> None:
-        server, path, peer, client = await through_forwarder(KINDS[0], certificate, mtu=1500)
-        try:
+        async with forwarded(KINDS[0], certificate, mtu=1500) as (path, peer, client):
             sides = prober(peer), prober(client)
             await exchange_until(peer, client, lambda: all(s.size == PROBED for s in sides))
             path.mtu = 1280
@@ -268,10 +265,6 @@ def test_a_path_that_stops_taking_big_packets_falls_back_and_is_probed_again(
             path.mtu = 1500
             await exchange_until(peer, client, lambda: all(s.size == PROBED for s in sides))
             assert all(s.probes_acked == 2 for s in sides)
-        finally:
-            await finish(client)
-            server.close()
-            await server.wait_closed()
 
     run(scenario())
 
@@ -288,11 +281,10 @@ def test_a_black_hole_under_small_packets_that_still_pass_is_found_by_confirmati
     monkeypatch.setattr(pmtu, "BLACK_HOLE_PTOS", 10**9)
 
     async def scenario() -> None:
-        server, path, peer, client = await through_forwarder(KINDS[0], certificate, mtu=1500)
         sizes: dict[int, int] = {}
         complete: list[int] = []
 
-        async def receive() -> None:
+        async def receive(client: TransportConnection) -> None:
             while True:
                 event = await client.next_event()
                 if isinstance(event, StreamDataReceived):
@@ -300,7 +292,7 @@ def test_a_black_hole_under_small_packets_that_still_pass_is_found_by_confirmati
                     if event.end_stream:
                         complete.append(sizes.pop(event.stream_id))
 
-        async def media(sent: list[int]) -> None:
+        async def media(peer: TransportConnection, sent: list[int]) -> None:
             for tick in itertools.count():
                 for size in (100, 1400) if tick % 5 == 0 else (100,):
                     stream_id = peer.try_open_uni_stream()
@@ -309,32 +301,28 @@ def test_a_black_hole_under_small_packets_that_still_pass_is_found_by_confirmati
                         sent.append(size)
                 await asyncio.sleep(0.01)
 
-        receiver: asyncio.Future[None] | None = None
-        try:
+        async with forwarded(KINDS[0], certificate, mtu=1500) as (path, peer, client):
             side = prober(peer)
             await exchange_until(peer, client, lambda: side.size == PROBED)
-            receiver = asyncio.ensure_future(receive())
-            path.mtu = 1280
-            dropped = path.dropped
-            sent: list[int] = []
-            sender = asyncio.ensure_future(media(sent))
-            loop = asyncio.get_running_loop()
-            end = loop.time() + 20
-            while side.size != BASE:
-                assert loop.time() < end, (side.confirmations_sent, side.confirmations_lost, complete.count(1400))
-                await asyncio.sleep(0.05)
-            sender.cancel()
-            assert side.black_holes == 1 and side.confirmations_lost >= pmtu.MAX_PROBES
-            assert path.dropped > dropped + pmtu.MAX_PROBES  # video packets were lost, not only the probes
-            # Every frame sent arrives, the ones lost before the fall-back too.
-            while complete.count(1400) < sent.count(1400):
-                assert loop.time() < end, (complete.count(1400), sent.count(1400))
-                await asyncio.sleep(0.05)
-        finally:
-            if receiver is not None:
+            receiver = asyncio.ensure_future(receive(client))
+            try:
+                path.mtu = 1280
+                dropped = path.dropped
+                sent: list[int] = []
+                sender = asyncio.ensure_future(media(peer, sent))
+                loop = asyncio.get_running_loop()
+                end = loop.time() + 20
+                while side.size != BASE:
+                    assert loop.time() < end, (side.confirmations_sent, side.confirmations_lost, complete.count(1400))
+                    await asyncio.sleep(0.05)
+                sender.cancel()
+                assert side.black_holes == 1 and side.confirmations_lost >= pmtu.MAX_PROBES
+                assert path.dropped > dropped + pmtu.MAX_PROBES  # video packets were lost, not only the probes
+                # Every frame sent arrives, the ones lost before the fall-back too.
+                while complete.count(1400) < sent.count(1400):
+                    assert loop.time() < end, (complete.count(1400), sent.count(1400))
+                    await asyncio.sleep(0.05)
+            finally:
                 receiver.cancel()
-            await finish(client)
-            server.close()
-            await server.wait_closed()
 
     run(scenario())
