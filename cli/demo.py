@@ -47,6 +47,8 @@ async def run_demo(bind: str, port: int, web_port: int, name: str, state_dir: st
             name=name,
             fingerprint=running.certificate.fingerprint_hex,
             quiet=True,
+            # Five 20 ms audio frames to a stream: browsers watching pay for every stream (the call page does too).
+            audio_frames_per_group=5,
         )
         try:
             await run_publish(publish)  # until Ctrl-C / SIGTERM

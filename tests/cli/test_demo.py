@@ -55,6 +55,13 @@ def test_demo_serves_a_watchable_broadcast_and_stops_cleanly(tmp_path: Path) -> 
                 sub = await session.subscribe("live/demo", "video", Parameters(rendezvous_timeout=20_000))
                 first = await asyncio.wait_for(sub.next(), 20)
                 assert first is not None and first.payload  # frames of the test pattern flow
+                # The tone goes five 20 ms frames to a group (one stream each), lighter for browsers watching.
+                audio = await session.subscribe("live/demo", "audio", Parameters(rendezvous_timeout=20_000))
+                seen: list[int] = []
+                while not seen or seen[-1] != 4:
+                    obj = await asyncio.wait_for(audio.next(), 20)
+                    assert obj is not None and len(seen) < 10, seen
+                    seen.append(obj.object_id)
         finally:
             if proc.returncode is None:
                 proc.send_signal(signal.SIGTERM)
