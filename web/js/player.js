@@ -244,24 +244,27 @@ export class PlayoutClock {
 
   /** performance.now() - capture time for an object played on time, or null before any was seen. */
   get offset() {
-    const now = this.#now();
-    if (this.#adaptive && now - this.#adaptedAt >= JITTER_UPDATE_MS) this.#adapt(now);
-    let slowest = -Infinity;
-    for (const track of this.#tracks.values()) {
-      if (now - track.last > 2 * TRANSIT_WINDOW_MS && this.#tracks.size > 1) continue;
-      slowest = Math.max(slowest, Math.min(...track.windows) + track.jitter);
-    }
-    return slowest === -Infinity || slowest === Infinity ? null : slowest;
+    return this.#followed()?.offset ?? null;
   }
 
   /** The jitter of the track the clock follows now (ms), or null before any was seen. */
   get jitter() {
-    const offset = this.offset;
-    if (offset === null) return null;
+    return this.#followed()?.jitter ?? null;
+  }
+
+  /** The slowest track's best transit + jitter (the offset), and its jitter; null before any was seen. */
+  #followed() {
+    const now = this.#now();
+    if (this.#adaptive && now - this.#adaptedAt >= JITTER_UPDATE_MS) this.#adapt(now);
+    let followed = null;
     for (const track of this.#tracks.values()) {
-      if (Math.min(...track.windows) + track.jitter === offset) return track.jitter;
+      if (now - track.last > 2 * TRANSIT_WINDOW_MS && this.#tracks.size > 1) continue;
+      const offset = Math.min(...track.windows) + track.jitter;
+      if (offset !== Infinity && (followed === null || offset > followed.offset)) {
+        followed = { offset, jitter: track.jitter };
+      }
     }
-    return null;
+    return followed;
   }
 
   #adapt(now) {
