@@ -99,16 +99,8 @@ def prober(connection: TransportConnection) -> pmtu.PathMtuProber:
 
 def congestion_losses(connection: TransportConnection) -> list[int]:
     """The sizes of the lost packets aioquic reports to a connection's congestion controller, from now on."""
-    controller = connection._quic._loss._cc
-    report = controller.on_packets_lost
     sizes: list[int] = []
-
-    def on_packets_lost(*, now: float, packets: Any) -> None:
-        packets = list(packets)
-        sizes.extend(p.sent_bytes for p in packets)
-        report(now=now, packets=packets)
-
-    controller.on_packets_lost = on_packets_lost  # type: ignore[method-assign]
+    _aioquic.watch_lost_packets(connection._quic, lambda packets: sizes.extend(p.sent_bytes for p in packets))
     return sizes
 
 
